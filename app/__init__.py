@@ -1,0 +1,1 @@
+"""buildkite-controller: the service that turns Buildkite jobs into agent pods."""
