@@ -1,0 +1,111 @@
+"""Parse a Buildkite webhook body into a ``WebhookEvent`` (pure: bytes in, value out).
+
+Input: the ``X-Buildkite-Event`` header and the raw body of a request whose signature was already
+verified (``signature.verify``). Output: a frozen ``WebhookEvent`` naming the event and, for
+``job.*`` events, the few job fields the intake pre-filters on (reference/buildkite-api.md §1.4).
+Anything else in the payload is ignored. Events we do not handle (``ping``, ``build.*``, names that
+do not exist yet) parse fine; the route decides to ignore them.
+
+Bad input raises ``WebhookRejected``: 413 when the body is larger than ``max_bytes``, 400 for
+anything that is not the expected JSON shape. The reason names the field and never echoes the input.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+
+from app.errors import WebhookRejected
+
+EventName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-z0-9_.]+$")]
+Rule = Annotated[str, StringConstraints(max_length=1024)]
+
+
+def _canonical_uuid(value: object) -> str:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("must be a job UUID")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError("must be a job UUID") from None
+
+
+def _priority_number(value: object) -> object:
+    # REST-shaped payloads send {"number": N}; be lenient about a bare number or null.
+    if isinstance(value, dict):
+        return value.get("number")
+    return value
+
+
+class WebhookJob(BaseModel):
+    """The ``job`` object of a ``job.*`` webhook, reduced to what the intake needs."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: Annotated[str, BeforeValidator(_canonical_uuid)]
+    state: Annotated[str, StringConstraints(max_length=64, to_lower=True)] | None = None
+    type: Annotated[str, StringConstraints(max_length=64)] | None = None
+    agent_query_rules: tuple[Rule, ...] = Field(default=(), max_length=256)
+    priority: Annotated[int | None, BeforeValidator(_priority_number)] = None
+
+
+class WebhookEvent(BaseModel):
+    """One parsed webhook: the event name, and the job for ``job.*`` events (else None)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event: EventName
+    job: WebhookJob | None = None
+
+    @property
+    def is_job_event(self) -> bool:
+        return self.event.startswith("job.")
+
+
+def parse_event(event_header: str | None, body: bytes, *, max_bytes: int) -> WebhookEvent:
+    """Parse the body of a verified webhook request; raise ``WebhookRejected`` (400/413) when bad."""
+    if len(body) > max_bytes:
+        raise WebhookRejected(413, f"body is {len(body)} bytes; the limit is {max_bytes}")
+    payload = _load_json_object(body)
+    event = _event_name(event_header, payload.get("event"))
+    job = payload.get("job") if event.startswith("job.") else None
+    if event.startswith("job.") and job is None:
+        raise WebhookRejected(400, f"a {event[:128]} event needs a job object")
+    try:
+        return WebhookEvent.model_validate({"event": event, "job": job})
+    except ValidationError as exc:
+        raise WebhookRejected(400, _first_problem(exc)) from None
+
+
+def _load_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise WebhookRejected(400, "body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookRejected(400, f"body must be a JSON object, not {type(payload).__name__}")
+    return payload
+
+
+def _event_name(header: str | None, in_body: object) -> str:
+    """The body's ``event`` (it is signed); the header only fills in when the body has none."""
+    if in_body is not None and not isinstance(in_body, str):
+        raise WebhookRejected(400, "event: must be a string")
+    header = header.strip() if header is not None else None
+    if in_body and header and in_body != header:
+        # The header is not covered by the signature, so a mismatch means tampering or a bug.
+        raise WebhookRejected(400, "X-Buildkite-Event header disagrees with the body's event")
+    name = in_body or header
+    if not name:
+        raise WebhookRejected(400, "no event name: X-Buildkite-Event header and body event are both missing")
+    return name
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"[:300]
