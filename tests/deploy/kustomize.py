@@ -1,11 +1,10 @@
 """Renders a kustomization in Python, for the subset deploy/ uses (no kustomize binary here).
 
-Input: a directory holding `kustomization.yaml`. Supported keys, with kustomize v5 semantics:
-`resources` (YAML files or directories with their own kustomization), `namespace` (also renames a
-Namespace object and fills RoleBinding ServiceAccount subjects that name no namespace or `default`),
-`labels` (pairs onto objects and, with includeTemplates, pod templates; never selectors), `images`,
-`replicas`, and `patches` given by `path` (strategic-merge, target found by the patch's kind and name).
-Any other key or form raises `KustomizeError`, so a test never passes on a feature it ignored.
+Input: a directory with `kustomization.yaml`. Keys, with kustomize v5 semantics: `resources` (files,
+or directories with their own kustomization), `namespace` (also renames a Namespace and moves binding
+subjects along with the ServiceAccount they name), `labels` (on objects and, with includeTemplates,
+pod templates), `images`, `replicas`, and `patches` by `path` (strategic merge onto kind + name).
+Anything else raises `KustomizeError`, so a test never passes on a feature it ignored.
 """
 
 from __future__ import annotations
@@ -20,18 +19,13 @@ Obj = dict[str, Any]
 KNOWN_KEYS = {"apiVersion", "kind", "namespace", "resources", "labels", "images", "replicas", "patches"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
-_FILLED = "internal: namespace filled by kustomize"
 REPLICATED_KINDS = {"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"}
+_WRITTEN = "internal: namespace as written in the file"
 # Strategic-merge list keys (x-kubernetes-patch-merge-key) of the fields these manifests patch; any
 # other list is replaced whole, as kustomize does for lists without a merge key.
-MERGE_KEYS = {
-    "containers": "name",
-    "initContainers": "name",
-    "env": "name",
-    "volumes": "name",
+MERGE_KEYS = dict.fromkeys(["containers", "initContainers", "env", "volumes", "imagePullSecrets"], "name") | {
     "volumeMounts": "mountPath",
     "ports": "containerPort",
-    "imagePullSecrets": "name",
 }
 
 
@@ -42,9 +36,8 @@ class KustomizeError(ValueError):
 def render(directory: Path) -> list[Obj]:
     """Every object the kustomization in `directory` produces, in resource order."""
     objects = _build(directory)
-    for obj in objects:
-        for subject in obj.get("subjects", []):
-            subject.pop(_FILLED, None)
+    for item in [*objects, *(subject for obj in objects for subject in obj.get("subjects", []))]:
+        item.pop(_WRITTEN, None)
     return objects
 
 
@@ -75,6 +68,8 @@ def _load(path: Path) -> list[Obj]:
     docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
     if not all(isinstance(doc, dict) and "kind" in doc and "metadata" in doc for doc in docs):
         raise KustomizeError(f"{path}: every document must be an object with kind and metadata")
+    for item in [*docs, *(subject for doc in docs for subject in doc.get("subjects", []))]:
+        item[_WRITTEN] = item.get("metadata", item).get("namespace") or "default"
     return docs
 
 
@@ -118,14 +113,14 @@ def _set_namespace(objects: list[Obj], namespace: str) -> None:
             obj["metadata"]["name"] = namespace
         elif obj["kind"] not in CLUSTER_SCOPED:
             obj["metadata"]["namespace"] = namespace
-        if obj["kind"] in {"RoleBinding", "ClusterRoleBinding"}:
-            for subject in obj.get("subjects", []):
-                # kustomize remembers which namespaces it filled in, and an overlay may fill them again;
-                # a namespace written in the file (other than `default`) is kept.
-                if subject.get("kind") != "ServiceAccount":
-                    continue
-                if subject.get(_FILLED) or subject.get("namespace") in (None, "default"):
-                    subject.update({"namespace": namespace, _FILLED: True})
+    # kustomize's name references: a subject follows the ServiceAccount it named in the files (same
+    # name and written namespace, unset meaning `default`) to wherever that account now lives.
+    accounts = {(o["metadata"]["name"], o[_WRITTEN]): o for o in objects if o["kind"] == "ServiceAccount"}
+    for obj in objects:
+        for subject in obj.get("subjects", []) if obj["kind"].endswith("RoleBinding") else []:
+            account = accounts.get((subject.get("name"), subject.get(_WRITTEN)))
+            if subject.get("kind") == "ServiceAccount" and account is not None:
+                subject["namespace"] = account["metadata"]["namespace"]
 
 
 def _add_labels(objects: list[Obj], entry: Obj) -> None:
