@@ -1,0 +1,138 @@
+"""Pod-specific apiserver behaviour: defaulting on create, what may change on update, graceful deletion,
+binding to a node, and the status subresource.
+
+These mirror the registry strategy of pods in kube-apiserver: defaults are filled in before validation
+(so clients see `restartPolicy`, `imagePullPolicy`, … on the returned object); a user update keeps the
+old status and a status update keeps the old spec; deleting a pod that is bound to a node and not yet
+terminal only sets `deletionTimestamp` — the kubelet finishes it — while an unbound or finished pod
+goes at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.simulate import kube_status
+
+DEFAULT_GRACE_SECONDS = 30
+
+
+def _pull_policy(image: str) -> str:
+    # An untagged or :latest image is re-pulled every time; a pinned tag or digest is not.
+    name = image.rsplit("/", 1)[-1]
+    if "@" in name:
+        return "IfNotPresent"
+    return "Always" if ":" not in name or name.endswith(":latest") else "IfNotPresent"
+
+
+def _default_container(container: dict[str, Any]) -> None:
+    container.setdefault("imagePullPolicy", _pull_policy(str(container.get("image", ""))))
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
+    container.setdefault("resources", {})
+
+
+def _qos_class(spec: dict[str, Any]) -> str:
+    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    resources = [c.get("resources") or {} for c in containers]
+    if not any(r.get("requests") or r.get("limits") for r in resources):
+        return "BestEffort"
+    guaranteed = all(
+        (r.get("limits") or {}).get(k) is not None
+        and (r.get("requests") or {}).get(k, r["limits"][k]) == r["limits"][k]
+        for r in resources
+        for k in ("cpu", "memory")
+    )
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def apply_defaults(pod: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `pod` with the defaults the apiserver fills in on create."""
+    pod = copy.deepcopy(pod)
+    spec = pod.setdefault("spec", {})
+    for key, value in (
+        ("restartPolicy", "Always"),
+        ("dnsPolicy", "ClusterFirst"),
+        ("schedulerName", "default-scheduler"),
+        ("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS),
+        ("securityContext", {}),
+        ("enableServiceLinks", True),
+        ("priority", 0),
+        ("serviceAccountName", "default"),
+    ):
+        spec.setdefault(key, value)
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if isinstance(container, dict):
+            _default_container(container)
+    pod["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
+    pod.setdefault("metadata", {})["generation"] = 1
+    return pod
+
+
+def keep_status(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A write to the main resource cannot change status (that is what `pods/status` is for)."""
+    merged = dict(new)
+    merged["status"] = old.get("status", {})
+    if new.get("spec") != old.get("spec"):
+        merged["metadata"] = {**new["metadata"], "generation": old["metadata"].get("generation", 1) + 1}
+    return merged
+
+
+def keep_spec(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A write to `pods/status` changes only status; spec and metadata stay as stored."""
+    merged = copy.deepcopy(old)
+    merged["status"] = new.get("status") or {}
+    return merged
+
+
+def is_terminal(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def grace_seconds(pod: dict[str, Any], requested: int | None) -> int:
+    """How long deletion may take: 0 (delete now) for unbound or finished pods, as the apiserver decides."""
+    if not (pod.get("spec") or {}).get("nodeName") or is_terminal(pod):
+        return 0
+    if requested is not None:
+        return max(requested, 0)
+    return int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+
+
+def mark_deleting(pod: dict[str, Any], *, grace: int, now: datetime) -> dict[str, Any] | None:
+    """Set `deletionTimestamp`; None if the pod is already terminating with an equal or shorter grace."""
+    meta = pod["metadata"]
+    current = meta.get("deletionGracePeriodSeconds")
+    if current is not None and current <= grace:
+        return None
+    marked = copy.deepcopy(pod)
+    marked["metadata"]["deletionTimestamp"] = (now + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    marked["metadata"]["deletionGracePeriodSeconds"] = grace
+    return marked
+
+
+def bind(pod: dict[str, Any], binding: Any, *, now: str) -> dict[str, Any]:
+    """Apply a `Binding` (what the scheduler posts to `pods/binding`)."""
+    target = binding.get("target") if isinstance(binding, dict) else None
+    node = target.get("name") if isinstance(target, dict) else None
+    name = pod["metadata"]["name"]
+    if not isinstance(node, str) or not node:
+        raise kube_status.invalid(
+            "Binding", name, [kube_status.Cause("target.name", "Required value", "FieldValueRequired")]
+        )
+    if (pod.get("spec") or {}).get("nodeName"):
+        why = f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"'
+        raise kube_status.conflict("pods/binding", name, why=why)
+    bound = copy.deepcopy(pod)
+    bound["spec"]["nodeName"] = node
+    conditions = [c for c in bound["status"].get("conditions", []) if c.get("type") != "PodScheduled"]
+    conditions.append(
+        {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+    )
+    bound["status"]["conditions"] = conditions
+    return bound
+
+
+def utc_now(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
