@@ -21,7 +21,6 @@ Obj = dict[str, Any]
 SCHEMA_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
 CONFIG_DIR = "/etc/buildkite-controller"
 WEBHOOK_PATH = "/webhooks/buildkite"
-LEASE_NAME = "buildkite-controller"
 # What the controller does with the API (app/kube.py will export it as REQUIRED_RBAC; until it exists
 # the set is written here): pods are created, watched, read, patched and deleted; the plugin's
 # podTemplate is read; events are listed for failure reasons; a Lease is used for leader election.
@@ -97,7 +96,7 @@ def test_controller_config_names_the_deployment_namespace_and_the_agent_secret(
     assert config["namespace"] == one(objects, "Deployment")["metadata"]["namespace"]
     assert config["agent-token-secret"] == secret_example()["metadata"]["name"]
     assert isinstance(config["max-in-flight"], int) and config["max-in-flight"] >= 0
-    assert config["id"] and config["image"] and config.get("tags", config.get("queue"))
+    assert config["org"] and config["id"] and config["image"] and config.get("tags", config.get("queue"))
 
 
 def test_base_config_shows_a_commented_pod_spec_patch_example(base_objects: list[Obj]) -> None:
@@ -237,17 +236,20 @@ def test_role_has_no_wildcards_and_no_secret_access(overlay_objects: list[Obj]) 
     assert not any(obj["kind"] in {"ClusterRole", "ClusterRoleBinding"} for obj in overlay_objects)
 
 
-def test_lease_access_is_limited_to_the_controller_lease_where_kubernetes_allows(
-    overlay_objects: list[Obj],
+@pytest.mark.parametrize("which", ["overlay", "base"])
+def test_lease_access_is_limited_to_the_configured_lease_where_kubernetes_allows(
+    overlay_objects: list[Obj], base_objects: list[Obj], which: str
 ) -> None:
-    for rule in one(overlay_objects, "Role")["rules"]:
+    objects = overlay_objects if which == "overlay" else base_objects
+    lease_name = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])["leader-lease-name"]
+    for rule in one(objects, "Role")["rules"]:
         if rule["resources"] != ["leases"]:
             assert "resourceNames" not in rule
         elif "create" in rule["verbs"]:
             # The API server checks create before the object has a name: resourceNames would deny it.
             assert rule["verbs"] == ["create"] and "resourceNames" not in rule
         else:
-            assert rule["resourceNames"] == [LEASE_NAME]
+            assert rule["resourceNames"] == [lease_name]
 
 
 def test_role_binding_gives_the_role_to_the_deployment_service_account(overlay_objects: list[Obj]) -> None:
