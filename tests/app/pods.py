@@ -88,8 +88,12 @@ def pod(
     labels: dict[str, str] | None = None,
     reason: str = "",
     message: str = "",
+    statuses: bool = True,
 ) -> dict[str, Any]:
-    """A raw pod dict; every argument defaults to a freshly scheduled pod of ours."""
+    """A raw pod dict; every argument defaults to a freshly scheduled pod of ours.
+
+    ``statuses=False`` leaves out container statuses, as for a pod no node has accepted yet.
+    """
     init = default_init() if init is None else init
     main = default_main() if main is None else main
     meta: dict[str, Any] = {
