@@ -159,6 +159,10 @@ class PointsBudget:
             self._roll()
             self._used += points
 
+    def reset(self, *, limit: int) -> None:
+        with self._lock:
+            self.limit, self._used, self._window_start = limit, 0, self._clock.now()
+
     def set(self, *, limit: int | None = None, used: int | None = None) -> None:
         """Tests shrink the limit or pre-spend it to reach a 429 without thousands of queries."""
         with self._lock:

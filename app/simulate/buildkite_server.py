@@ -59,6 +59,7 @@ class FakeBuildkite:
         self.registry = AgentRegistry(frozenset(agent_tokens))
         self.graphql_settings = GraphQLSettings(api_tokens=frozenset(api_tokens))
         self.sender = sender
+        self._points_limit = points_limit
         self.webhook_outbox: list[tuple[str, FakeJob]] = []
         self.store.subscribe(self._emit_webhook)
         self.app = self._build_app()
@@ -103,6 +104,20 @@ class FakeBuildkite:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def reset(self) -> None:
+        """Back to a fresh state (no jobs, calls, faults, sender or spent points), keeping the server.
+
+        Starting a server costs ~0.2 s, mostly uvicorn's shutdown polling; tests share one and reset it.
+        """
+        self.store.clear()
+        self.call_log.clear()
+        self.faults.clear()
+        self.budget.reset(limit=self._points_limit)
+        self.stacks_api.stacks.clear()
+        self.stacks_api.paused_queues.clear()
+        self.sender = None
+        self.webhook_outbox.clear()
 
     @property
     def graphql_url(self) -> str:

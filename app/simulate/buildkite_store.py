@@ -93,6 +93,11 @@ class JobStore:
         """Call `listener(event_name, job_copy)` after each change that Buildkite announces."""
         self._listeners.append(listener)
 
+    def clear(self) -> None:
+        """Forget every job (a shared fake is reset between tests)."""
+        with self._lock:
+            self._jobs.clear()
+
     # -- reads ------------------------------------------------------------------------------------
 
     def get(self, job_uuid: str) -> FakeJob:
