@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app import failure_message as fm
 from app.lifecycle import (
@@ -335,3 +337,68 @@ def test_policy_defaults_match_the_issue() -> None:
 def test_a_bad_policy_value_is_refused_with_its_key(field: str, value: object, complaint: str) -> None:
     with pytest.raises(ValueError, match=f"lifecycle.{field}: {complaint}"):
         LifecyclePolicy(**{field: value})  # type: ignore[arg-type]
+
+
+_STATE = st.sampled_from(
+    [
+        waiting("ContainerCreating"),
+        waiting("ErrImagePull"),
+        waiting("InvalidImageName"),
+        waiting("CreateContainerError"),
+        running(),
+        terminated(0),
+        terminated(1, reason="Error"),
+        terminated(137, reason="OOMKilled", signal=9),
+        {},
+    ]
+)
+_CTRS = st.lists(
+    st.tuples(st.sampled_from(["agent", "checkout", "container-0", "proxy"]), _STATE), max_size=4
+)
+_TIME = st.one_of(st.none(), st.floats(min_value=T0 - 100, max_value=T0 + 2000))
+
+
+@st.composite
+def _pods(draw: st.DrawFn) -> PodView:
+    raw = pod(
+        phase=draw(st.sampled_from(["Pending", "Running", "Succeeded", "Failed", "Unknown", ""])),
+        init=[Ctr(n, state=s, sidecar=draw(st.booleans())) for n, s in draw(_CTRS)],
+        main=[Ctr(n, state=s) for n, s in draw(_CTRS)],
+        conditions=draw(st.sampled_from([[], UNSCHEDULABLE])),
+        started=draw(_TIME),
+        deletion=draw(_TIME),
+        annotations=draw(st.sampled_from([{}, REPORTED, NOTIFIED])),
+        reason=draw(st.sampled_from(["", "Evicted"])),
+    )
+    return PodView.from_raw(raw, deleted=draw(st.booleans()))
+
+
+_JOB_STATES = st.sampled_from(
+    [None, "scheduled", "reserved", "running", "accepted", "finished", "canceled", "waiting"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(view=_pods(), job_state=_JOB_STATES, now=st.floats(min_value=T0, max_value=T0 + 3000))
+def test_any_pod_gets_an_action_that_respects_the_job_state(
+    view: PodView, job_state: str | None, now: float
+) -> None:
+    action = decide(view, job_state=job_state, now=now, policy=POLICY)
+    is_live = (
+        not view.deleted and view.deletion_timestamp is None and view.phase not in ("Succeeded", "Failed")
+    )
+    if isinstance(action, FailJob):
+        assert job_state in ("scheduled", "reserved")
+        assert not view.failure_reported
+        assert action.then_delete == is_live
+        assert action.message
+    if isinstance(action, Notify):
+        assert job_state in ("running", "accepted")
+        assert not view.failure_notified
+        assert 0 < len(action.message) <= 255
+    if isinstance(action, CheckJobState):
+        assert job_state is None
+    if isinstance(action, Keep) and action.recheck_at is not None:
+        assert action.recheck_at > now  # a timer in the past would spin
+    if isinstance(action, Delete):
+        assert not view.deleted and view.deletion_timestamp is None  # never delete what is going
