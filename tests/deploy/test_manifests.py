@@ -8,13 +8,14 @@ Every object is checked against the strict Kubernetes JSON schemas of kubernetes
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import BASE, SECRET_EXAMPLE
+from tests.deploy.conftest import BASE, DEPLOY, REPO, SECRET_EXAMPLE
 
 Obj = dict[str, Any]
 # The oldest Kubernetes minor deploy/README.md promises, and the newest the schemas know.
@@ -268,3 +269,17 @@ def test_role_binding_gives_the_role_to_the_deployment_service_account(overlay_o
         }
     ]
     assert one(overlay_objects, "ServiceAccount")["metadata"]["name"] == binding["subjects"][0]["name"]
+
+
+def test_readme_commands_match_the_manifests(overlay_objects: list[Obj]) -> None:
+    text = (DEPLOY / "README.md").read_text()
+    secret = secret_example()
+    secret_name = re.search(r"create secret generic (\S+)", text)
+    assert secret_name is not None and secret_name[1] == secret["metadata"]["name"]
+    assert set(re.findall(r"--from-literal=(\w+)=", text)) == set(secret["stringData"])
+    for path in re.findall(r"kubectl apply -k (\S+)", text):
+        assert (REPO / path / "kustomization.yaml").is_file(), path
+    paths = [
+        p["path"] for rule in one(overlay_objects, "Ingress")["spec"]["rules"] for p in rule["http"]["paths"]
+    ]
+    assert f"https://<host>{paths[0]}" in text
