@@ -50,12 +50,11 @@ _NO_FIELDS: dict[str, tuple[str, str, str | None, str | None]] = {}
 Meta = tuple[str, str, str | None, str | None]
 
 
-def strategic_merge(
-    original: dict, patch: dict, *, type_name: str = "PodSpec", path: str = "podSpecPatch"
-) -> dict:
+def strategic_merge(original: dict, patch: dict, *, type_name: str = "PodSpec", path: str = "") -> dict:
     """Apply ``patch`` to ``original`` (both of Kubernetes type ``type_name``) and return a new dict.
 
-    ``path`` prefixes the field path of a :class:`BuildError`, e.g. ``podSpecPatch.containers[2]``.
+    ``path`` prefixes the field path of a :class:`BuildError`: with ``path="podSpecPatch"`` a bad
+    third container is reported at ``podSpecPatch.containers[2]`` (without it, ``containers[2]``).
     """
     if type_name not in PATCH_META:
         raise ValueError(f"unknown Kubernetes type {type_name!r} (see podspec.patchmeta)")
