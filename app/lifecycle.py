@@ -20,6 +20,11 @@ The actions, and what the shell does with each:
                                       the pod ``failure-notified=<reason>``; never fail the job.
     Delete(reason, grace_seconds)     delete the pod (``None`` = the pod's own termination grace).
 
+Until the annotation written for FailJob/Notify comes back in a watch event, the shell must remember
+in memory that it acted, or a second event could repeat the call. A pod that is already gone cannot be
+annotated: skip that step (its DELETED event is the last one). A ``finish`` refused because the job is
+no longer scheduled means someone else settled it: record the marker and move on.
+
 Rules, in order: a gone pod (deleted, or terminating past its deadline) may need its job failed as
 lost; finished pods fail their job if it was never acquired, then are kept for a retention; a live pod
 whose job was already failed is deleted; a pending pod of a cancelled or ended job is deleted; an
@@ -56,6 +61,27 @@ ENDED_STATES = frozenset(
     }
 )
 # Any other state (pending, waiting, limited, …) means "not runnable yet": we neither fail nor delete.
+
+# Every `reason` an action can carry, so the shell can pre-register metric label values.
+REASONS = frozenset(
+    {
+        # Delete
+        "succeeded",
+        "failed",
+        "agent_done",
+        "cancelled",
+        "job_ended",
+        "failure_reported",
+        # FailJob, CheckJobState, Notify
+        "image_pull",
+        "container_create",
+        "init_container",
+        "pending_timeout",
+        "lost_before_acquire",
+        # Notify only: the pod ended while the agent held the job
+        "pod_lost",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,30 +173,31 @@ def decide(pod: PodView, *, job_state: str | None, now: float, policy: Lifecycle
 
 
 def _decide_gone(pod: PodView, job_state: str | None) -> Action:
+    return _report_ended_pod(pod, job_state) or Keep()
+
+
+def _decide_finished(pod: PodView, job_state: str | None, now: float, policy: LifecyclePolicy) -> Action:
+    report = _report_ended_pod(pod, job_state) if pod.phase == "Failed" else None
+    return report or _retention(pod, now, policy)
+
+
+def _report_ended_pod(pod: PodView, job_state: str | None) -> Action | None:
+    """A pod that ended without proof that its agent ran the job: fail the job if still unacquired.
+
+    The pod is not deleted with the job (``then_delete=False``): a gone pod needs nothing, and a
+    Failed pod is kept for its retention so people can inspect it.
+    """
     if pod.failure_reported or pod.failure_notified or detect.agent_ran_job(pod):
-        return Keep()
+        return None
     failure = detect.init_failure(pod) or detect.lost(pod)
     if job_state is None:
         return CheckJobState(failure.reason)
     if job_state in FAILABLE_STATES:
         return FailJob(failure.reason, failure.message, then_delete=False)
     if job_state in AGENT_OWNED_STATES:
+        # Buildkite will call the agent lost; the timeline should say why (evicted, OOM-killed …).
         return Notify(failure.notice_reason, failure.notice)
-    return Keep()
-
-
-def _decide_finished(pod: PodView, job_state: str | None, now: float, policy: LifecyclePolicy) -> Action:
-    unresolved = not (pod.failure_reported or pod.failure_notified or detect.agent_ran_job(pod))
-    if pod.phase == "Failed" and unresolved:
-        failure = detect.init_failure(pod) or detect.lost(pod)
-        if job_state is None:
-            return CheckJobState(failure.reason)
-        if job_state in FAILABLE_STATES:
-            # Not deleted at once: failed pods are kept for the retention so people can inspect them.
-            return FailJob(failure.reason, failure.message, then_delete=False)
-        if job_state in AGENT_OWNED_STATES:
-            return Notify(failure.notice_reason, failure.notice)
-    return _retention(pod, now, policy)
+    return None
 
 
 def _retention(pod: PodView, now: float, policy: LifecyclePolicy) -> Action:

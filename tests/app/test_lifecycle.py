@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from app import failure_message as fm
 from app.lifecycle import (
+    REASONS,
     Action,
     CheckJobState,
     Delete,
@@ -207,6 +208,7 @@ def test_decision_table(case: Row, job_state: str | None) -> None:
     view = PodView.from_raw(case.raw, deleted=case.deleted)
     action = decide(view, job_state=job_state, now=T0 + case.at, policy=POLICY)
     assert summarise(action) == case.expected[job_state]
+    assert isinstance(action, Keep) or action.reason in REASONS
 
 
 IMAGE_PENDING = PULLING
@@ -400,5 +402,7 @@ def test_any_pod_gets_an_action_that_respects_the_job_state(
         assert job_state is None
     if isinstance(action, Keep) and action.recheck_at is not None:
         assert action.recheck_at > now  # a timer in the past would spin
+    if not isinstance(action, Keep):
+        assert action.reason in REASONS
     if isinstance(action, Delete):
         assert not view.deleted and view.deletion_timestamp is None  # never delete what is going
