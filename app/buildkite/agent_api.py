@@ -206,7 +206,8 @@ class _AgentSession:
             return FailOutcome.NOT_ACQUIRABLE
         if not acquired.started:
             started = await self._call.send("PUT", f"jobs/{job}/start", json={"started_at": self._now()})
-            if started.status_code != 200:
+            # A 422 after a lost reply may mean our first start landed: ask before giving up.
+            if started.status_code != 200 and await self._state_of(job) != "running":
                 raise _unexpected(started, what=f"start job {job}")
         await self._upload_log(job, failure_log(message), acquired.chunk_limit)
         await self._finish(job)
@@ -265,12 +266,22 @@ class _AgentSession:
             "chunks_failed_count": 0,
         }
         response = await self._call.send("PUT", f"jobs/{job}/finish", json=body)
-        if response.status_code == 422:
-            # Should Buildkite refuse our signal_reason, finishing without it beats a job left running.
+        if response.status_code == 422 and await self._state_of(job) == "running":
+            # Buildkite refused the body itself (perhaps our signal_reason): finishing without it
+            # beats a job left running. Had an earlier, lost try landed, the job would be finished.
             body.pop("signal_reason")
             response = await self._call.send("PUT", f"jobs/{job}/finish", json=body)
-        if response.status_code not in (200, 204):
+        if response.status_code not in (200, 204) and await self._state_of(job) != "finished":
             raise _unexpected(response, what=f"finish job {job}")
+
+    async def _state_of(self, job: str) -> str | None:
+        """The job's state as the agent API reports it, or None when it will not say."""
+        response = await self._call.send("GET", f"jobs/{job}")
+        try:
+            state = response.json().get("state") if response.status_code == 200 else None
+        except (ValueError, AttributeError):
+            return None
+        return state if isinstance(state, str) else None
 
     def _now(self) -> str:
         return (

@@ -39,6 +39,10 @@ class RetryPolicy:
     cap_seconds: float = 30.0
     max_wait_seconds: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base_seconds <= 0 or self.cap_seconds < self.base_seconds:
+            raise ValueError(f"RetryPolicy needs attempts >= 1 and 0 < base <= cap, got {self}")
+
     def backoff_seconds(self, attempt: int, rng: Callable[[], float]) -> float:
         ceiling = min(self.cap_seconds, self.base_seconds * 2 ** min(attempt, 32))
         return ceiling / 2 + rng() * ceiling / 2
@@ -88,7 +92,7 @@ class RetryLoop:
                     raise retry.error from retry.__cause__
                 log.warning("%s failed (%s); retry %d in %.2f s", what, retry.error, number + 1, delay)
                 await self._sleep(delay)
-        raise ValueError("RetryPolicy.attempts must be at least 1")
+        raise AssertionError("unreachable: RetryPolicy guarantees at least one attempt")
 
 
 def classify(response: httpx.Response, *, what: str) -> Retry | None:

@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,13 +24,15 @@ AGENT_TOKEN = "bkct_agent-token-do-not-log"
 ACCESS_TOKEN = "bkaa_access-token"
 JOB = "0190c5e8-1d2b-4f6a-9c3e-7a1b2c3d4e5f"
 POLICY = RetryPolicy(attempts=3, base_seconds=1.0, cap_seconds=4.0)
-Reply = httpx.Response | Exception
+Reply = httpx.Response | Exception | Callable[[], httpx.Response | Exception]
 
 
 class AgentDouble:
     """Answers the agent API like Buildkite would for one scheduled job, unless told otherwise.
 
-    ``replies[(method, path_suffix)]`` queues special replies for a call, consumed in order.
+    ``replies[(method, last_path_segment)]`` queues special replies for a call, consumed in order;
+    a reply may be a response, an exception to raise, or a callable producing either (to change
+    ``state`` as a request that "landed" would). ``state`` follows the default replies.
     """
 
     def __init__(self, registration: dict[str, Any] | None = None) -> None:
@@ -37,6 +40,7 @@ class AgentDouble:
         self.replies: dict[tuple[str, str], list[Reply]] = {}
         self.requests: list[httpx.Request] = []
         self.sleeps: list[float] = []
+        self.state = "scheduled"
 
     def reply(self, method: str, suffix: str, *replies: Reply) -> None:
         self.replies.setdefault((method, suffix), []).extend(replies)
@@ -50,14 +54,39 @@ class AgentDouble:
         queued = self.replies.get((request.method, path))
         if queued:
             reply = queued.pop(0)
+            reply = reply() if callable(reply) else reply
             if isinstance(reply, Exception):
                 raise reply
             return reply
+        return self.default(request.method, path)
+
+    def default(self, method: str, path: str) -> httpx.Response:
+        moves = {
+            "acquire": ("scheduled", "accepted"),
+            "start": ("accepted", "running"),
+            "finish": ("running", "finished"),
+        }
         if path == "register":
             return httpx.Response(200, json=self.registration)
+        if method == "GET" and path == JOB:
+            return httpx.Response(200, json={"state": self.state})
+        if path in moves:
+            before, after = moves[path]
+            if self.state != before:
+                return httpx.Response(422, json={"message": f"job is {self.state}"})
+            self.state = after
         if path == "acquire":
             return httpx.Response(200, json={"id": JOB, "state": "accepted", "env": {}, "token": "job-token"})
         return httpx.Response(200, json={})
+
+    def landed(self, state: str) -> Callable[[], Exception]:
+        """A reply for a request that took effect (the job moved to ``state``) but whose reply was lost."""
+
+        def reply() -> Exception:
+            self.state = state
+            return httpx.ReadTimeout("reply lost")
+
+        return reply
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -217,10 +246,12 @@ def test_persistent_5xx_gives_up_after_the_attempts_and_disconnects() -> None:
 def test_an_acquire_that_may_have_landed_is_resolved_by_starting_the_job() -> None:
     double = AgentDouble()
     # The first acquire reached Buildkite but the reply was lost; the retry then sees "taken".
-    double.reply("PUT", "acquire", httpx.ReadTimeout("lost reply"), httpx.Response(422))
+    double.reply("PUT", "acquire", double.landed("accepted"))
     assert double.fail() is FailOutcome.FAILED
+    assert double.calls().count(f"PUT jobs/{JOB}/acquire") == 2
     assert double.calls().count(f"PUT jobs/{JOB}/start") == 1
     assert double.calls()[-2:] == [f"PUT jobs/{JOB}/finish", "POST disconnect"]
+    assert double.state == "finished"
 
 
 def test_an_acquire_lost_to_another_agent_after_a_timeout_is_not_acquirable() -> None:
@@ -231,10 +262,33 @@ def test_an_acquire_lost_to_another_agent_after_a_timeout_is_not_acquirable() ->
     assert f"PUT jobs/{JOB}/finish" not in double.calls()
 
 
+def test_a_start_whose_reply_was_lost_carries_on_when_the_job_is_running() -> None:
+    double = AgentDouble()
+    double.reply("PUT", "start", double.landed("running"))
+    assert double.fail() is FailOutcome.FAILED
+    assert double.state == "finished"
+
+
+def test_a_finish_whose_reply_was_lost_is_not_sent_again_once_the_job_is_finished() -> None:
+    double = AgentDouble()
+    double.reply("PUT", "finish", double.landed("finished"))
+    assert double.fail() is FailOutcome.FAILED
+    assert double.calls().count(f"PUT jobs/{JOB}/finish") == 2  # the lost one and the retry that saw 422
+    assert double.calls()[-2:] == [f"GET jobs/{JOB}", "POST disconnect"]
+
+
+def test_a_start_refused_for_a_job_that_is_not_running_is_an_error() -> None:
+    double = AgentDouble()
+    double.reply("PUT", "start", httpx.Response(403, json={"message": "not your job"}))
+    with pytest.raises(BuildkiteAuthError, match="start job"):
+        double.fail()
+
+
 def test_finish_without_signal_reason_when_buildkite_refuses_it() -> None:
     double = AgentDouble()
     double.reply("PUT", "finish", httpx.Response(422, json={"message": "signal_reason is invalid"}))
     assert double.fail() is FailOutcome.FAILED
+    assert double.state == "finished"
     finishes = [json.loads(r.content) for r in double.requests if r.url.path.endswith("/finish")]
     assert [("signal_reason" in body, body["exit_status"]) for body in finishes] == [
         (True, "-1"),
@@ -327,7 +381,12 @@ def test_chunks_reassemble_to_the_log_with_consecutive_offsets(limit: int | None
 
 def test_a_small_chunk_limit_from_acquire_splits_the_upload() -> None:
     double = AgentDouble()
-    double.reply("PUT", "acquire", httpx.Response(200, json={"id": JOB, "chunks_max_size_bytes": 40}))
+
+    def acquire_with_small_chunks() -> httpx.Response:
+        double.state = "accepted"
+        return httpx.Response(200, json={"id": JOB, "chunks_max_size_bytes": 40})
+
+    double.reply("PUT", "acquire", acquire_with_small_chunks)
     double.fail("y" * 100)
     chunks = [r for r in double.requests if r.url.path.endswith("/chunks")]
     assert len(chunks) > 1
