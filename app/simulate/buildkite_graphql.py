@@ -23,6 +23,7 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     InlineFragmentNode,
+    OperationDefinitionNode,
     SelectionSetNode,
     build_schema,
     execute_sync,
@@ -59,17 +60,21 @@ class GraphQLSettings:
     max_complexity: int = MAX_COMPLEXITY
 
 
-def requested_complexity(schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any]) -> int:
+def requested_complexity(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: dict[str, Any],
+) -> int:
     """Buildkite's *requested* cost: 1 per object field, times the page size for connections."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    total = 0
-    for definition in document.definitions:
-        op = getattr(definition, "operation", None)
-        if op is not None:
-            root = schema.get_root_type(op)
-            if root is not None:
-                total += _cost(definition.selection_set, root, fragments, variables, schema)  # type: ignore[attr-defined]
-    return total
+    values = dict(variables)
+    for definition in operation.variable_definitions or ():
+        name = definition.variable.name.value
+        if name not in values and definition.default_value is not None:
+            values[name] = value_from_ast_untyped(definition.default_value)
+    root = schema.get_root_type(operation.operation)
+    return _cost(operation.selection_set, root, fragments, values, schema) if root is not None else 0
 
 
 def _cost(
@@ -119,11 +124,15 @@ def _field_cost(
 
 
 def actual_points(data: Any) -> int:
-    """Buildkite's *actual* cost: one point per object the answer really contains."""
-    if isinstance(data, dict):
-        return 1 + sum(actual_points(value) for value in data.values())
-    if isinstance(data, list):
-        return sum(actual_points(item) for item in data)
+    """Buildkite's *actual* cost: one point per object the answer really contains (not the root)."""
+    return _objects(data) - 1 if isinstance(data, dict) else 0
+
+
+def _objects(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_objects(child) for child in value.values())
+    if isinstance(value, list):
+        return sum(_objects(item) for item in value)
     return 0
 
 
@@ -189,13 +198,13 @@ class GraphQLEndpoint:
         except GraphQLError as exc:
             return JSONResponse({"errors": [exc.formatted]}, headers=self._limit_headers())
         errors = validate(self.schema, document)
-        if not errors and get_operation_ast(document, operation) is None:
-            errors = [
-                GraphQLError(f"No operation named {operation!r}" if operation else "No operation found")
-            ]
-        if errors:
+        selected = get_operation_ast(document, operation)
+        if not errors and selected is None:
+            reason = f"No operation named {operation!r}" if operation else "No single operation to run"
+            errors = [GraphQLError(reason)]
+        if errors or selected is None:
             return JSONResponse({"errors": [e.formatted for e in errors]}, headers=self._limit_headers())
-        requested = requested_complexity(self.schema, document, variables)
+        requested = requested_complexity(self.schema, document, selected, variables)
         if requested > self.settings.max_complexity:
             limit = self.settings.max_complexity
             message = f"Query has complexity of {requested}, which exceeds max complexity of {limit}"
