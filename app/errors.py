@@ -110,3 +110,63 @@ class GraphQLErrors(BuildkiteError):
 # --- Kubernetes errors -------------------------------------------------------------------------------
 # Kubernetes API failures are translated into this tree in ``app/kube.py`` only; their classes
 # (``KubeError`` and its children) belong here, below this line, next to the others.
+
+
+class KubeError(ControllerError):
+    """The Kubernetes API refused a call: the apiserver's ``status`` and ``reason``, its message cut short."""
+
+    is_retryable: bool = False
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message[:1024]
+        super().__init__(f"Kubernetes {status} {reason}: {self.message}")
+
+
+class AlreadyExists(KubeError):
+    """409 AlreadyExists. For a pod named after its job UUID this means the work is already done."""
+
+
+class NotFound(KubeError):
+    """404 NotFound."""
+
+
+class Conflict(KubeError):
+    """409 Conflict: the object changed since we read it (optimistic concurrency); re-read and retry."""
+
+    is_retryable = True
+
+
+class Invalid(KubeError):
+    """422 Invalid (or a body the client refused): the object can never be accepted as it is."""
+
+    def __init__(self, status: int, reason: str, message: str, causes: Sequence[str] = ()) -> None:
+        super().__init__(status, reason, message)
+        self.causes = tuple(causes)
+
+
+class Forbidden(KubeError):
+    """403. ``is_quota``: a ResourceQuota is exhausted, so the same create may succeed later.
+
+    Any other 403 (RBAC, PodSecurity admission, a missing service account) will fail again.
+    """
+
+    def __init__(self, status: int, reason: str, message: str, *, is_quota: bool) -> None:
+        super().__init__(status, reason, message)
+        self.is_quota = is_quota
+        self.is_retryable = is_quota
+
+
+class KubeUnavailable(KubeError):
+    """429, 5xx, a timeout or a broken connection: retry, after ``retry_after`` seconds if given."""
+
+    is_retryable = True
+
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(status, reason, message)
+        self.retry_after = retry_after
+
+
+class WatchExpired(KubeError):
+    """410 Gone on a watch: the resourceVersion is older than the apiserver's history. Re-list."""
