@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from podspec.gojson import is_quantity
+from podspec.images import parse_image_reference
 from podspec.params import (
     CheckoutParams,
     CommandParams,
@@ -147,6 +148,12 @@ class PodConfig(ParamsModel):
         # The CLI/env form is one comma-separated string.
         if isinstance(value, str):
             return [tag.strip() for tag in value.split(",") if tag.strip()]
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        parse_image_reference(value)  # its ValueError names the problem
         return value
 
     @field_validator("image_check_container_cpu_limit", "image_check_container_memory_limit")
