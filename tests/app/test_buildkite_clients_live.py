@@ -17,7 +17,7 @@ import pytest
 from app.buildkite.agent_api import AgentAPI, FailOutcome
 from app.buildkite.graphql import GraphQLClient
 from app.buildkite.retry import RetryPolicy
-from app.errors import BuildkiteAuthError, BuildkiteError
+from app.errors import BuildkiteAuthError, BuildkiteError, RateLimited
 from app.simulate.buildkite_server import FakeBuildkite
 
 pytest_plugins = ["app.simulate.buildkite_fixtures"]
@@ -178,3 +178,37 @@ def test_fail_job_rides_out_an_agent_api_503(fake_buildkite: FakeBuildkite) -> N
     fake_buildkite.inject("agent", status=503, path="/start")
     assert run(fake_buildkite, lambda c: c.agent.fail_job(job, "x")) is FailOutcome.FAILED
     assert fake_buildkite.job(job).state == "finished"
+
+
+def test_the_rate_budget_shrinks_as_queries_spend_points(fake_buildkite: FakeBuildkite) -> None:
+    jobs = [fake_buildkite.add_job() for _ in range(5)]
+
+    async def two_batches(clients: Clients) -> list[Any]:
+        await clients.graphql.confirm_jobs(jobs)
+        first = clients.graphql.budget
+        await clients.graphql.confirm_jobs(jobs)
+        return [first, clients.graphql.budget]
+
+    first, second = run(fake_buildkite, two_batches)
+    assert first.limit == 20_000
+    assert second.remaining < first.remaining < 20_000
+
+
+def test_a_spent_organization_budget_surfaces_as_rate_limited_without_waiting_minutes(
+    fake_buildkite: FakeBuildkite,
+) -> None:
+    job = fake_buildkite.add_job()
+    fake_buildkite.set_points(limit=10, used=10)
+    sleeps: list[float] = []
+    with pytest.raises(RateLimited) as caught:
+        run(fake_buildkite, lambda c: c.graphql.confirm_jobs([job]), sleeps=sleeps)
+    # The budget window resets in minutes: longer than max_wait, so the caller decides, not a sleep.
+    assert caught.value.retry_after > POLICY.max_wait_seconds
+    assert sleeps == []
+
+
+def test_a_graphql_timeout_error_with_200_is_retried(fake_buildkite: FakeBuildkite) -> None:
+    job = fake_buildkite.add_job()
+    fake_buildkite.inject("graphql", errors=[{"message": "Execution timed out"}])
+    records = run(fake_buildkite, lambda c: c.graphql.confirm_jobs([job]))
+    assert records[job] is not None
