@@ -8,6 +8,7 @@ import hmac
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.datastructures import Headers
 
 from app.buildkite.signature import sign, verify
 from app.errors import WebhookRejected
@@ -176,3 +177,10 @@ def test_random_headers_and_bodies_never_raise_anything_but_webhook_rejected(
         assert rejected.status == 401
         assert "sekret:" not in rejected.reason
         assert "tokken:" not in rejected.reason
+
+
+def test_starlette_request_headers_work_and_a_repeated_header_is_refused() -> None:
+    value = GOOD_SIGNATURE.encode()
+    check(Headers(raw=[(b"x-buildkite-signature", value)]))
+    with pytest.raises(WebhookRejected, match="repeated"):
+        check(Headers(raw=[(b"x-buildkite-signature", value), (b"x-buildkite-signature", value)]))
