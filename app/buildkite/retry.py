@@ -98,11 +98,11 @@ class RetryLoop:
 def classify(response: httpx.Response, *, what: str) -> Retry | None:
     """A ``Retry`` for 429 and 5xx responses, None for everything else."""
     status = response.status_code
-    wait = retry_after_seconds(response.headers)
     if status == 429:
+        wait = retry_after_seconds(response.headers, or_reset=True)
         return Retry(RateLimited(wait or 0.0, f"{what}: HTTP 429 rate limited"), wait)
     if status >= 500:
-        return Retry(BuildkiteUnavailable(f"{what}: HTTP {status}"), wait)
+        return Retry(BuildkiteUnavailable(f"{what}: HTTP {status}"), retry_after_seconds(response.headers))
     return None
 
 
@@ -113,13 +113,16 @@ def transport_retry(exc: httpx.TransportError, *, what: str) -> Retry:
     return retry
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds, maybe fractional), else ``RateLimit-Reset``."""
-    for name in ("retry-after", "ratelimit-reset"):
-        seconds = _seconds(headers.get(name))
-        if seconds is not None:
-            return seconds
-    return None
+def retry_after_seconds(headers: Mapping[str, str], *, or_reset: bool = False) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds, maybe fractional).
+
+    ``or_reset``: fall back to ``RateLimit-Reset``, which only means "wait" on a 429; Buildkite
+    sends it on every response, so a 5xx must not be made to wait for the budget window.
+    """
+    seconds = _seconds(headers.get("retry-after"))
+    if seconds is None and or_reset:
+        seconds = _seconds(headers.get("ratelimit-reset"))
+    return seconds
 
 
 def budget_from_headers(headers: Mapping[str, str], *, now: float) -> RateBudget | None:

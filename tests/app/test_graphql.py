@@ -235,7 +235,7 @@ def confirm(client: GraphQLClient) -> Awaitable[dict[str, JobRecord | None]]:
     return client.confirm_jobs(UUIDS[:1])
 
 
-def ok(request: httpx.Request, **headers: str) -> httpx.Response:
+def ok(**headers: str) -> httpx.Response:
     return httpx.Response(200, json={"data": {"j0": command_node(UUIDS[0])}}, headers=headers)
 
 
@@ -269,8 +269,8 @@ def test_confirm_jobs_sends_one_bearer_request_with_aliases() -> None:
 def test_429_with_retry_after_is_honoured_then_retried() -> None:
     recorder = Recorder()
     handler = sequence(
-        httpx.Response(429, headers={"Retry-After": "2.5"}, json={"errors": [{"message": "slow"}]}), ok(None)
-    )  # type: ignore[arg-type]
+        httpx.Response(429, headers={"Retry-After": "2.5"}, json={"errors": [{"message": "slow"}]}), ok()
+    )
     records = run(handler, confirm, recorder)
     assert records[UUIDS[0]] is not None
     assert recorder.sleeps == [2.5]
@@ -279,7 +279,7 @@ def test_429_with_retry_after_is_honoured_then_retried() -> None:
 
 def test_429_without_retry_after_waits_for_ratelimit_reset() -> None:
     recorder = Recorder()
-    run(sequence(httpx.Response(429, headers={"RateLimit-Reset": "7"}), ok(None)), confirm, recorder)  # type: ignore[arg-type]
+    run(sequence(httpx.Response(429, headers={"RateLimit-Reset": "7"}), ok()), confirm, recorder)
     assert recorder.sleeps == [7.0]
 
 
@@ -313,7 +313,7 @@ def test_5xx_backs_off_exponentially_with_a_cap_and_bounded_attempts() -> None:
 
 def test_a_transient_5xx_is_retried_until_it_succeeds() -> None:
     recorder = Recorder()
-    records = run(sequence(httpx.Response(502), httpx.Response(504), ok(None)), confirm, recorder)  # type: ignore[arg-type]
+    records = run(sequence(httpx.Response(502), httpx.Response(504), ok()), confirm, recorder)
     assert records[UUIDS[0]] is not None
     assert len(recorder.sleeps) == 2
 
@@ -328,7 +328,7 @@ def test_timeouts_and_connection_errors_are_retried_then_reported_as_unavailable
     with pytest.raises(BuildkiteUnavailable, match=type(failure).__name__):
         run(sequence(failure), confirm, recorder)
     assert len(recorder.requests) == POLICY.attempts
-    records = run(sequence(failure, ok(None)), confirm)  # type: ignore[arg-type]
+    records = run(sequence(failure, ok()), confirm)
     assert records[UUIDS[0]] is not None
 
 
@@ -355,7 +355,7 @@ def test_graphql_errors_with_200_are_permanent(message: str) -> None:
 def test_a_graphql_timeout_error_is_retried() -> None:
     recorder = Recorder()
     timeout = httpx.Response(200, json={"data": None, "errors": [{"message": "Execution timed out"}]})
-    records = run(sequence(timeout, ok(None)), confirm, recorder)  # type: ignore[arg-type]
+    records = run(sequence(timeout, ok()), confirm, recorder)
     assert records[UUIDS[0]] is not None
     assert len(recorder.requests) == 2
 
@@ -410,13 +410,13 @@ def test_the_rate_budget_follows_the_ratelimit_headers() -> None:
         return client.budget
 
     headers = {"RateLimit-Remaining": "19000", "RateLimit-Limit": "20000", "RateLimit-Reset": "120"}
-    budget = run(lambda r: ok(r, **headers), action)
+    budget = run(lambda r: ok(**headers), action)
     assert budget == RateBudget(remaining=19000, limit=20000, reset_at=1120.0)
 
 
 def test_the_token_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    run(sequence(httpx.Response(503), ok(None)), confirm)  # type: ignore[arg-type]
+    run(sequence(httpx.Response(503), ok()), confirm)
     assert caplog.records  # the retry was logged …
     assert TOKEN not in caplog.text  # … without the token
     assert TOKEN not in repr(GraphQLClient(httpx.AsyncClient(), url=URL, token=TOKEN))
@@ -496,3 +496,17 @@ def test_a_job_seen_on_two_pages_is_returned_once() -> None:
 def test_scheduled_jobs_rejects_a_silly_page_size() -> None:
     with pytest.raises(ValueError, match="page_size"):
         run(backwards_pages([]), lambda c: c.scheduled_jobs(org="acme", agent_query_rules=[], page_size=0))
+
+
+def test_a_5xx_backs_off_instead_of_waiting_for_the_budget_window() -> None:
+    recorder = Recorder()
+    busy = httpx.Response(502, headers={"RateLimit-Reset": "250", "RateLimit-Remaining": "19000"})
+    run(sequence(busy, ok()), confirm, recorder)
+    assert recorder.sleeps == [0.75]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_nonsense_retry_after_falls_back_to_backing_off(value: str) -> None:
+    recorder = Recorder()
+    run(sequence(httpx.Response(429, headers={"Retry-After": value}), ok()), confirm, recorder)
+    assert recorder.sleeps == [0.75]
