@@ -8,6 +8,7 @@ in a test module). Fixtures:
   ~0.2 s. Set `fake_buildkite.sender = ...` freely; the reset clears it.
 - `make_fake_buildkite`: a factory taking `FakeBuildkite(**kwargs)` arguments (a `ManualClock`, a
   `sender`, a smaller points budget …); every fake it made is stopped afterwards.
+- `bk_http`: one `httpx.Client` for the session (building a client costs ~40 ms of TLS setup).
 - `webhook_recorder`: a started `WebhookRecorder` that stores the webhooks it receives (shared per
   session like `fake_buildkite`, emptied before each test).
 - `webhook_sender`: a `WebhookSender` signing with `WEBHOOK_SECRET`, posting to `webhook_recorder`
@@ -54,6 +55,12 @@ def shared_fake_buildkite() -> Iterator[FakeBuildkite]:
 def fake_buildkite(shared_fake_buildkite: FakeBuildkite) -> FakeBuildkite:
     shared_fake_buildkite.reset()
     return shared_fake_buildkite
+
+
+@pytest.fixture(scope="session")
+def bk_http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10.0) as http:
+        yield http
 
 
 @pytest.fixture(scope="session")

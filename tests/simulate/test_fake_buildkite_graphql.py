@@ -36,10 +36,10 @@ query Page($rules: [String!], $first: Int, $after: String, $last: Int, $before: 
 
 
 def post(
-    bk: FakeBuildkite, query: str, variables: dict[str, Any] | None = None, **headers: str
+    http: httpx.Client, bk: FakeBuildkite, query: str, variables: dict[str, Any] | None = None, **headers: str
 ) -> httpx.Response:
     auth = {"Authorization": f"Bearer {bk.api_token}"} | headers
-    return httpx.post(bk.graphql_url, json={"query": query, "variables": variables or {}}, headers=auth)
+    return http.post(bk.graphql_url, json={"query": query, "variables": variables or {}}, headers=auth)
 
 
 def data(response: httpx.Response) -> dict[str, Any]:
@@ -48,11 +48,12 @@ def data(response: httpx.Response) -> dict[str, Any]:
     return body["data"]
 
 
-def page(bk: FakeBuildkite, **variables: Any) -> dict[str, Any]:
-    return data(post(bk, SCHEDULED_PAGE, variables))["organization"]["jobs"]
+def page(http: httpx.Client, bk: FakeBuildkite, **variables: Any) -> dict[str, Any]:
+    return data(post(http, bk, SCHEDULED_PAGE, variables))["organization"]["jobs"]
 
 
 def test_job_query_returns_the_command_job_with_upper_case_state_and_env_lines(
+    bk_http: httpx.Client,
     fake_buildkite: FakeBuildkite,
 ) -> None:
     uuid = fake_buildkite.add_job(
@@ -63,7 +64,7 @@ def test_job_query_returns_the_command_job_with_upper_case_state_and_env_lines(
         label="Test",
     )
 
-    job = data(post(fake_buildkite, f'{{ job(uuid: "{uuid}") {{ {JOB_FIELDS} }} }}'))["job"]
+    job = data(post(bk_http, fake_buildkite, f'{{ job(uuid: "{uuid}") {{ {JOB_FIELDS} }} }}'))["job"]
 
     assert base64.b64decode(job["id"]).decode() == f"Job---{uuid}"
     assert job["uuid"] == uuid and job["state"] == "SCHEDULED"
@@ -78,6 +79,7 @@ def test_job_query_returns_the_command_job_with_upper_case_state_and_env_lines(
 
 
 def test_aliases_confirm_many_jobs_in_one_query_and_unknown_ones_are_null(
+    bk_http: httpx.Client,
     fake_buildkite: FakeBuildkite,
 ) -> None:
     uuids = [fake_buildkite.add_job() for _ in range(3)]
@@ -86,7 +88,7 @@ def test_aliases_confirm_many_jobs_in_one_query_and_unknown_ones_are_null(
         f'j{i}: job(uuid: "{u}") {{ ... on JobTypeCommand {{ uuid state }} }}' for i, u in enumerate(uuids)
     )
 
-    result = data(post(fake_buildkite, f'{{ {aliased} gone: job(uuid: "nope") {{ __typename }} }}'))
+    result = data(post(bk_http, fake_buildkite, f'{{ {aliased} gone: job(uuid: "nope") {{ __typename }} }}'))
 
     assert result == {
         "j0": {"uuid": uuids[0], "state": "SCHEDULED"},
@@ -107,17 +109,17 @@ def test_aliases_confirm_many_jobs_in_one_query_and_unknown_ones_are_null(
     ids=["field-missing-from-schema", "field-on-union", "bad-enum", "missing-required-arg"],
 )
 def test_queries_invalid_against_the_real_schema_fail_validation(
-    fake_buildkite: FakeBuildkite, query: str
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite, query: str
 ) -> None:
-    response = post(fake_buildkite, query)
+    response = post(bk_http, fake_buildkite, query)
 
     body = response.json()
     assert response.status_code == 200
     assert "data" not in body and body["errors"][0]["locations"]
 
 
-def test_syntax_errors_are_graphql_errors(fake_buildkite: FakeBuildkite) -> None:
-    body = post(fake_buildkite, "{ job(uuid: ").json()
+def test_syntax_errors_are_graphql_errors(bk_http: httpx.Client, fake_buildkite: FakeBuildkite) -> None:
+    body = post(bk_http, fake_buildkite, "{ job(uuid: ").json()
     assert "Syntax Error" in body["errors"][0]["message"]
 
 
@@ -127,9 +129,9 @@ def test_syntax_errors_are_graphql_errors(fake_buildkite: FakeBuildkite) -> None
     ids=["not-json", "array", "query-not-string", "variables-not-object"],
 )
 def test_malformed_request_bodies_get_400_with_a_reason(
-    fake_buildkite: FakeBuildkite, content: bytes
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite, content: bytes
 ) -> None:
-    response = httpx.post(
+    response = bk_http.post(
         fake_buildkite.graphql_url,
         content=content,
         headers={"Authorization": f"Bearer {fake_buildkite.api_token}"},
@@ -139,22 +141,24 @@ def test_malformed_request_bodies_get_400_with_a_reason(
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Token {'bkua_fake_api_token'}", "Bearer"])
 def test_bad_or_missing_tokens_get_401_json_errors(
-    fake_buildkite: FakeBuildkite, authorization: str | None
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite, authorization: str | None
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
-    response = httpx.post(fake_buildkite.graphql_url, json={"query": "{ viewer { id } }"}, headers=headers)
+    response = bk_http.post(fake_buildkite.graphql_url, json={"query": "{ viewer { id } }"}, headers=headers)
 
     assert response.status_code == 401
     assert response.json() == {"errors": [{"message": "No valid API Access Token provided"}]}
 
 
-def test_scheduled_jobs_page_newest_first_with_opaque_cursors(fake_buildkite: FakeBuildkite) -> None:
+def test_scheduled_jobs_page_newest_first_with_opaque_cursors(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     uuids = [fake_buildkite.add_job() for _ in range(5)]
     fake_buildkite.set_state(uuids[2], "running")
     newest_first = [uuids[4], uuids[3], uuids[1], uuids[0]]
 
-    first = page(fake_buildkite, first=3)
-    second = page(fake_buildkite, first=3, after=first["pageInfo"]["endCursor"])
+    first = page(bk_http, fake_buildkite, first=3)
+    second = page(bk_http, fake_buildkite, first=3, after=first["pageInfo"]["endCursor"])
 
     assert first["count"] == 4
     assert [e["node"]["uuid"] for e in first["edges"]] == newest_first[:3]
@@ -164,38 +168,46 @@ def test_scheduled_jobs_page_newest_first_with_opaque_cursors(fake_buildkite: Fa
     assert uuids[0] not in base64.b64decode(first["pageInfo"]["endCursor"]).decode()
 
 
-def test_paging_backwards_with_last_and_before_reads_oldest_first(fake_buildkite: FakeBuildkite) -> None:
+def test_paging_backwards_with_last_and_before_reads_oldest_first(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     uuids = [fake_buildkite.add_job() for _ in range(5)]
 
-    oldest = page(fake_buildkite, last=2)
-    older_than_that = page(fake_buildkite, last=2, before=oldest["pageInfo"]["startCursor"])
+    oldest = page(bk_http, fake_buildkite, last=2)
+    older_than_that = page(bk_http, fake_buildkite, last=2, before=oldest["pageInfo"]["startCursor"])
 
     assert [e["node"]["uuid"] for e in oldest["edges"]] == [uuids[1], uuids[0]]
     assert oldest["pageInfo"]["hasPreviousPage"] is True
     assert [e["node"]["uuid"] for e in older_than_that["edges"]] == [uuids[3], uuids[2]]
 
 
-def test_cursors_survive_jobs_leaving_the_list_between_pages(fake_buildkite: FakeBuildkite) -> None:
+def test_cursors_survive_jobs_leaving_the_list_between_pages(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     uuids = [fake_buildkite.add_job() for _ in range(4)]
-    first = page(fake_buildkite, first=2)
+    first = page(bk_http, fake_buildkite, first=2)
     fake_buildkite.cancel(uuids[3])
 
-    second = page(fake_buildkite, first=2, after=first["pageInfo"]["endCursor"])
+    second = page(bk_http, fake_buildkite, first=2, after=first["pageInfo"]["endCursor"])
 
     assert [e["node"]["uuid"] for e in second["edges"]] == [uuids[1], uuids[0]]
 
 
-def test_agent_query_rules_filter_requires_every_rule(fake_buildkite: FakeBuildkite) -> None:
+def test_agent_query_rules_filter_requires_every_rule(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     both = fake_buildkite.add_job(agents={"queue": "kubernetes", "os": "linux"})
     fake_buildkite.add_job(agents={"queue": "kubernetes"})
     fake_buildkite.add_job(agents={"queue": "other", "os": "linux"})
 
-    result = page(fake_buildkite, rules=["queue=kubernetes", "os=linux"], first=10)
+    result = page(bk_http, fake_buildkite, rules=["queue=kubernetes", "os=linux"], first=10)
 
     assert [e["node"]["uuid"] for e in result["edges"]] == [both]
 
 
-def test_unclustered_jobs_are_listed_only_with_clustered_false(fake_buildkite: FakeBuildkite) -> None:
+def test_unclustered_jobs_are_listed_only_with_clustered_false(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     clustered = fake_buildkite.add_job()
     loose = fake_buildkite.add_job(clustered=False)
     query = (
@@ -204,50 +216,60 @@ def test_unclustered_jobs_are_listed_only_with_clustered_false(fake_buildkite: F
     )
 
     def listed(flag: str) -> list[str]:
-        edges = data(post(fake_buildkite, query % flag))["organization"]["jobs"]["edges"]
+        edges = data(post(bk_http, fake_buildkite, query % flag))["organization"]["jobs"]["edges"]
         return [e["node"]["uuid"] for e in edges]
 
     assert listed("true") == [clustered]
     assert listed("false") == [loose]
 
 
-def test_unknown_organization_is_null_and_bad_cursor_is_an_error(fake_buildkite: FakeBuildkite) -> None:
-    assert data(post(fake_buildkite, '{ organization(slug: "other") { id } }')) == {"organization": None}
-    body = post(fake_buildkite, SCHEDULED_PAGE, {"first": 1, "after": "garbage!"}).json()
+def test_unknown_organization_is_null_and_bad_cursor_is_an_error(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
+    assert data(post(bk_http, fake_buildkite, '{ organization(slug: "other") { id } }')) == {
+        "organization": None
+    }
+    body = post(bk_http, fake_buildkite, SCHEDULED_PAGE, {"first": 1, "after": "garbage!"}).json()
     assert "Invalid cursor" in body["errors"][0]["message"]
 
 
-def test_negative_page_sizes_are_errors(fake_buildkite: FakeBuildkite) -> None:
-    body = post(fake_buildkite, SCHEDULED_PAGE, {"first": -1}).json()
+def test_negative_page_sizes_are_errors(bk_http: httpx.Client, fake_buildkite: FakeBuildkite) -> None:
+    body = post(bk_http, fake_buildkite, SCHEDULED_PAGE, {"first": -1}).json()
     assert "non-negative" in body["errors"][0]["message"]
 
 
-def test_cancel_mutation_accepts_the_graphql_id_and_the_plain_uuid(fake_buildkite: FakeBuildkite) -> None:
+def test_cancel_mutation_accepts_the_graphql_id_and_the_plain_uuid(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     by_id, by_uuid = fake_buildkite.add_job(), fake_buildkite.add_job()
     mutation = """mutation($input: JobTypeCommandCancelInput!) {
       jobTypeCommandCancel(input: $input) { clientMutationId jobTypeCommand { uuid state } } }"""
     graphql_id = base64.b64encode(f"Job---{by_id}".encode()).decode()
 
-    first = data(post(fake_buildkite, mutation, {"input": {"id": graphql_id, "clientMutationId": "m1"}}))
-    second = data(post(fake_buildkite, mutation, {"input": {"id": by_uuid}}))
+    first = data(
+        post(bk_http, fake_buildkite, mutation, {"input": {"id": graphql_id, "clientMutationId": "m1"}})
+    )
+    second = data(post(bk_http, fake_buildkite, mutation, {"input": {"id": by_uuid}}))
 
     assert first["jobTypeCommandCancel"] == {
         "clientMutationId": "m1",
         "jobTypeCommand": {"uuid": by_id, "state": "CANCELED"},
     }
     assert second["jobTypeCommandCancel"]["jobTypeCommand"]["state"] == "CANCELED"
-    again = post(fake_buildkite, mutation, {"input": {"id": by_uuid}}).json()
+    again = post(bk_http, fake_buildkite, mutation, {"input": {"id": by_uuid}}).json()
     assert again["data"] == {"jobTypeCommandCancel": None}
     assert again["errors"][0]["message"] == "Job can't be canceled while it is canceled"
 
 
-def test_events_show_stack_errors_with_their_detail(fake_buildkite: FakeBuildkite) -> None:
+def test_events_show_stack_errors_with_their_detail(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     uuid = fake_buildkite.add_job()
     fake_buildkite.store.add_event(uuid, "STACK_ERRORED", detail="image pull failed")
     query = """query($u: ID!) { job(uuid: $u) { ... on JobTypeCommand { events(last: 10) { edges { node {
       type ... on JobEventStackError { errorDetail } } } } } } }"""
 
-    edges = data(post(fake_buildkite, query, {"u": uuid}))["job"]["events"]["edges"]
+    edges = data(post(bk_http, fake_buildkite, query, {"u": uuid}))["job"]["events"]["edges"]
 
     assert [e["node"] for e in edges] == [
         {"type": "STACK_ERRORED", "errorDetail": "image pull failed"},
@@ -255,11 +277,13 @@ def test_events_show_stack_errors_with_their_detail(fake_buildkite: FakeBuildkit
     ]
 
 
-def test_every_answer_carries_rate_limit_headers_and_optional_stats(fake_buildkite: FakeBuildkite) -> None:
+def test_every_answer_carries_rate_limit_headers_and_optional_stats(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     uuid = fake_buildkite.add_job()
     query = f'{{ job(uuid: "{uuid}") {{ ... on JobTypeCommand {{ uuid priority {{ number }} }} }} }}'
 
-    response = post(fake_buildkite, query, **{"Buildkite-Include-Query-Stats": "true"})
+    response = post(bk_http, fake_buildkite, query, **{"Buildkite-Include-Query-Stats": "true"})
 
     assert response.json()["stats"] == {"requestedComplexity": 2, "actualComplexity": 2}
     assert response.headers["RateLimit-Limit"] == "20000"
@@ -267,14 +291,19 @@ def test_every_answer_carries_rate_limit_headers_and_optional_stats(fake_buildki
     assert 0 < int(response.headers["RateLimit-Reset"]) <= 300
 
 
-def test_a_query_over_the_complexity_cap_is_refused_with_http_200(fake_buildkite: FakeBuildkite) -> None:
-    body = post(fake_buildkite, SCHEDULED_PAGE.replace("$first: Int", "$first: Int = 60000"), {}).json()
+def test_a_query_over_the_complexity_cap_is_refused_with_http_200(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
+    body = post(
+        bk_http, fake_buildkite, SCHEDULED_PAGE.replace("$first: Int", "$first: Int = 60000"), {}
+    ).json()
     assert re.fullmatch(
         r"Query has complexity of \d+, which exceeds max complexity of 50000", body["errors"][0]["message"]
     )
 
 
 def test_spent_points_answer_429_with_retry_after_until_the_window_resets(
+    bk_http: httpx.Client,
     make_fake_buildkite: Callable[..., FakeBuildkite],
 ) -> None:
     clock = ManualClock()
@@ -282,10 +311,10 @@ def test_spent_points_answer_429_with_retry_after_until_the_window_resets(
     uuid = bk.add_job()
     query = f'{{ job(uuid: "{uuid}") {{ ... on JobTypeCommand {{ uuid priority {{ number }} }} }} }}'
     for _ in range(3):
-        assert post(bk, query).status_code == 200
+        assert post(bk_http, bk, query).status_code == 200
     clock.advance(100)
 
-    limited = post(bk, query)
+    limited = post(bk_http, bk, query)
 
     assert limited.status_code == 429
     assert limited.headers["Retry-After"] == "200" and limited.headers["RateLimit-Remaining"] == "0"
@@ -298,14 +327,16 @@ def test_spent_points_answer_429_with_retry_after_until_the_window_resets(
         ]
     }
     clock.advance(200)
-    assert post(bk, query).status_code == 200
+    assert post(bk_http, bk, query).status_code == 200
 
 
-def test_injected_429_serves_retry_after_then_recovers(fake_buildkite: FakeBuildkite) -> None:
+def test_injected_429_serves_retry_after_then_recovers(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     fake_buildkite.inject("graphql", status=429, retry_after=2, count=1)
 
-    limited = post(fake_buildkite, "{ viewer { id } }")
-    recovered = post(fake_buildkite, '{ organization(slug: "acme") { slug } }')
+    limited = post(bk_http, fake_buildkite, "{ viewer { id } }")
+    recovered = post(bk_http, fake_buildkite, '{ organization(slug: "acme") { slug } }')
 
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "2"
     assert "Please try again in 2 seconds." in limited.json()["errors"][0]["message"]
@@ -313,29 +344,33 @@ def test_injected_429_serves_retry_after_then_recovers(fake_buildkite: FakeBuild
     assert [c.status for c in fake_buildkite.calls_to("/v1")] == [429, 200]
 
 
-def test_injected_graphql_errors_come_with_http_200(fake_buildkite: FakeBuildkite) -> None:
+def test_injected_graphql_errors_come_with_http_200(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     fake_buildkite.inject("graphql", errors=[{"message": "Something went wrong"}], count=2)
     query = '{ organization(slug: "acme") { slug } }'
 
-    answers = [post(fake_buildkite, query) for _ in range(3)]
+    answers = [post(bk_http, fake_buildkite, query) for _ in range(3)]
 
     injected = {"data": None, "errors": [{"message": "Something went wrong"}]}
     assert [(a.status_code, a.json()) for a in answers[:2]] == [(200, injected), (200, injected)]
     assert answers[2].json() == {"data": {"organization": {"slug": "acme"}}}
 
 
-def test_injected_5xx_and_latency_apply_only_to_their_surface(fake_buildkite: FakeBuildkite) -> None:
+def test_injected_5xx_and_latency_apply_only_to_their_surface(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
     fake_buildkite.inject("graphql", status=502, latency_seconds=0.2)
     fake_buildkite.inject("agent", status=503)
 
-    response = post(fake_buildkite, "{ viewer { id } }")
+    response = post(bk_http, fake_buildkite, "{ viewer { id } }")
 
     assert (
         response.status_code == 502 and response.json()["errors"][0]["message"] == "Injected fault: HTTP 502"
     )
     call = fake_buildkite.calls_to("/v1")[0]
     assert call.status == 502 and call.json()["query"] == "{ viewer { id } }"
-    assert httpx.get(f"{fake_buildkite.agent_endpoint}/ping").json() == {
+    assert bk_http.get(f"{fake_buildkite.agent_endpoint}/ping").json() == {
         "message": "Injected fault: HTTP 503"
     }
 
@@ -350,7 +385,7 @@ def test_injected_5xx_and_latency_apply_only_to_their_surface(fake_buildkite: Fa
     ],
 )
 def test_impossible_faults_are_refused(
-    fake_buildkite: FakeBuildkite, kwargs: dict[str, Any], reason: str
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite, kwargs: dict[str, Any], reason: str
 ) -> None:
     surface = kwargs.pop("surface")
     with pytest.raises(ValueError, match=reason):
