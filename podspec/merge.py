@@ -13,7 +13,8 @@ Fields the table does not know are merged as plain maps, or replaced.
 Directives (agent-stack-k8s decodes patches into Go structs first and so loses them; we keep them):
 
     key: null                           delete ``key``
-    $patch: replace | delete | merge    on a map: replace it, remove it, or merge (the default);
+    $patch: replace | delete | merge    on a map: replace it, remove it (Go would leave ``{}``),
+                                        or merge (the default);
                                         as a list item with the merge key: the same for that item;
                                         as a list item ``{$patch: replace}``: the list becomes the
                                         other items of the patch list
@@ -21,6 +22,9 @@ Directives (agent-stack-k8s decodes patches into Go structs first and so loses t
                                         the schema's strategy is retainKeys, e.g. volumes[])
     $setElementOrder/<list>: [...]      final order of a merged list
     $deleteFromPrimitiveList/<list>: [...]  remove values from a primitive merge list
+
+Values taken from a patch lose their nulls and directives, so no ``$`` key reaches the pod. Errors
+are :class:`BuildError` with the field path inside the patch, e.g. ``containers[2]``.
 
 Order follows apimachinery: patch items keep the patch's order, items only in the original keep
 theirs, and the two are interleaved by the original's order — so an item the original lacks goes
@@ -243,6 +247,9 @@ def _merge_scalars(base: list, items: list[tuple[int, Any]], path: str) -> list:
     server: dict[tuple, int] = {}
     left = []
     for position, value in enumerate(base):
+        if not isinstance(value, _SCALARS):  # a malformed original: keep it where it is
+            left.append((position, value))
+            continue
         key = _scalar_key(value)
         if key not in server:
             server[key] = position

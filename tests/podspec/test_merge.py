@@ -767,6 +767,14 @@ def test_nesting_up_to_the_limit_is_accepted() -> None:
     assert strategic_merge({}, {"future": deep}) == {"future": deep}
 
 
+def test_malformed_original_list_items_are_kept_in_place() -> None:
+    original = {"containers": ["junk", {"image": "no-name"}, c("a")], "finalizers": [{"x": 1}, "f"]}
+    merged = strategic_merge(original, {"containers": [c("a", image="i"), c("b")]})
+    assert merged["containers"] == ["junk", {"image": "no-name"}, c("a", image="i"), c("b")]
+    meta = strategic_merge(original, {"finalizers": ["g", "f"]}, type_name="ObjectMeta")
+    assert meta["finalizers"] == ["g", {"x": 1}, "f"]
+
+
 def test_unknown_type_name_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown Kubernetes type 'Pod'"):
         strategic_merge({}, {}, type_name="Pod")
