@@ -1,0 +1,147 @@
+"""Webhook: ``POST /webhooks/buildkite`` — verify, parse, pre-filter, hand the job UUID to intake; 202.
+
+Only verification and parsing happen on the request path, so Buildkite gets its answer in
+milliseconds; confirmation and pod creation happen off it. Bad input is always a 4xx with a reason
+(Buildkite shows it in its webhook log), never a 5xx.
+
+    401  bad or missing signature/token, stale timestamp
+    400  malformed body          413  body over the size limit
+    202  job.scheduled accepted  200  ignored (ping, other events, not our queue, duplicates)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.buildkite.signature import verify
+from app.buildkite.webhook import WebhookEvent, parse_event
+from app.errors import WebhookRejected
+from app.intake import Intake
+from app.logs import job_log
+from app.metrics import Metrics
+from app.settings import WebhookSettings
+from app.tags import ControllerTags
+from app.timings import Timings
+
+log = logging.getLogger(__name__)
+
+CANCELLED_STATES = frozenset({"canceled", "canceling", "cancelled"})
+
+
+class WebhookIntake:
+    """The route's logic, separate from FastAPI so it reads top to bottom."""
+
+    def __init__(
+        self,
+        *,
+        settings: WebhookSettings,
+        tags: ControllerTags,
+        intake: Intake,
+        on_cancel: Callable[[str], None],
+        metrics: Metrics,
+        timings: Timings,
+        is_accepting: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._tags = tags
+        self._intake = intake
+        self._on_cancel = on_cancel
+        self._metrics = metrics
+        self._timings = timings
+        self._is_accepting = is_accepting
+        self._clock = clock
+
+    async def handle(self, request: Request) -> JSONResponse:
+        event_name = request.headers.get("x-buildkite-event") or "unknown"
+        try:
+            body = await self._read_body(request)
+            verify(
+                request.headers,
+                body,
+                secret=_reveal(self._settings.secret),
+                token=_reveal(self._settings.token),
+                now=self._clock(),
+                max_skew_seconds=self._settings.max_skew_seconds,
+                allow_unsigned=self._settings.allow_unsigned,
+            )
+            event = parse_event(
+                request.headers.get("x-buildkite-event"), body, max_bytes=self._settings.max_body_bytes
+            )
+        except WebhookRejected as exc:
+            self._metrics.webhooks.labels(_metric_event(event_name), f"rejected_{exc.status}").inc()
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        status, outcome = self._dispatch(event)
+        self._metrics.webhooks.labels(_metric_event(event.event), outcome).inc()
+        return JSONResponse({"result": outcome}, status_code=status)
+
+    def _dispatch(self, event: WebhookEvent) -> tuple[int, str]:
+        job = event.job
+        if event.event == "job.finished" and job is not None and (job.state or "") in CANCELLED_STATES:
+            job_log(log, job.id, stage="webhook").info("job cancelled")
+            self._intake.cancel(job.id)
+            self._on_cancel(job.id)
+            return 200, "cancelled"
+        if event.event != "job.scheduled" or job is None:
+            return 200, "ignored"
+        if job.type not in (None, "script"):
+            return 200, "ignored"
+        if not self._tags.matches_rules(job.agent_query_rules):
+            return 200, "not_our_queue"
+        if not self._is_accepting():
+            # Draining for shutdown: the leader's sweep picks the job up; 503 tells Buildkite's log why.
+            return 503, "shutting_down"
+        if not self._intake.submit(job.id):
+            return 200, "duplicate"
+        self._timings.start(job.id)
+        job_log(log, job.id, stage="webhook").info("accepted")
+        return 202, "accepted"
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The raw body, refusing early (413) once it passes the limit instead of buffering it all."""
+        limit = self._settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise WebhookRejected(413, f"body over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise WebhookRejected(413, f"body over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def router(webhooks: WebhookIntake) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.post("/webhooks/buildkite")
+    async def buildkite_webhook(request: Request) -> JSONResponse:
+        return await webhooks.handle(request)
+
+    return routes
+
+
+def _reveal(secret: object) -> str | None:
+    return secret.get_secret_value() if secret is not None else None  # type: ignore[attr-defined]
+
+
+def _metric_event(name: str) -> str:
+    """Bound the label's values: a hostile sender must not mint a time series per request."""
+    known = {
+        "ping",
+        "job.scheduled",
+        "job.started",
+        "job.finished",
+        "job.activated",
+        "build.scheduled",
+        "build.running",
+        "build.finished",
+    }
+    return name if name in known else "other"
