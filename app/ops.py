@@ -1,4 +1,4 @@
-"""Ops endpoints: ``/healthz`` (alive), ``/readyz`` (ready for webhooks), ``/metrics``, ``POST /reconcile``."""
+"""Ops endpoints: ``/healthz`` (alive), ``/readyz`` (ready), ``/metrics``, ``POST /reconcile``."""
 
 from __future__ import annotations
 

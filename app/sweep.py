@@ -9,6 +9,7 @@ confirm is needed. Webhooks are the latency path; the sweep is the correctness p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -75,10 +76,8 @@ class Sweeper:
             interval = self._settings.interval_seconds
             if self.last is not None and self.last.unannounced:
                 interval = min(interval, self._settings.busy_interval_seconds)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._trigger.wait(), timeout=interval)
-            except TimeoutError:
-                pass
             self._trigger.clear()
 
     async def sweep(self, *, trigger: str, wait_seconds: float = 0) -> SweepSummary:
