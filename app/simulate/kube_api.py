@@ -110,12 +110,16 @@ class FakeKubeAPI:
         loop.run_until_complete(self._halt(server))
         loop.close()
 
-    @staticmethod
-    async def _halt(server: uvicorn.Server) -> None:
+    async def _halt(self, server: uvicorn.Server) -> None:
         for listener in server.servers:
             listener.close()
+        self.store.close_watchers()
         for connection in list(server.server_state.connections):
             connection.shutdown()
+        # Let responses finish (dropped watches end within a loop turn or two), then cancel stragglers.
+        deadline = time.monotonic() + 1.0
+        while server.server_state.tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
@@ -127,7 +131,6 @@ class FakeKubeAPI:
         """End open watches, stop the server and release the port."""
         if self._server is None or self._loop is None:
             return
-        self.store.close_watchers()
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=10)
