@@ -64,6 +64,7 @@ class Admitter:
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
         metrics.max_in_flight.set(max_in_flight)
 
     async def enqueue(self, jobs: Iterable[Job]) -> None:
@@ -101,6 +102,8 @@ class Admitter:
             self._admit_ready()
 
     def _admit_ready(self) -> None:
+        if self._draining:
+            return
         slots = free_slots(in_flight=self.in_flight(), limit=self._limit)
         while self._heap and (slots is None or slots > 0):
             job = heapq.heappop(self._heap).job
@@ -125,6 +128,13 @@ class Admitter:
             if exists:
                 self._unseen[job.uuid] = self._clock()
             self._wakeup.set()
+
+    async def drain(self, *, timeout: float) -> None:
+        """Stop admitting; wait (bounded) for the creates already running to finish."""
+        self._draining = True
+        running = [task for task in self._tasks if not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
 
     def requeue(self, job: Job) -> None:
         """A create failed for a reason that may pass (quota, API overload): queue the job again."""
