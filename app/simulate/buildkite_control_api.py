@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -33,6 +34,29 @@ if TYPE_CHECKING:
     from app.simulate.buildkite_server import FakeBuildkite
 
 Handler = Callable[[Request], Response]
+
+
+class AddJobRequest(BaseModel):
+    """The body of `POST /_test/jobs`: `FakeBuildkite.add_job`'s keyword arguments, checked."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    command: str = "echo hello"
+    agents: dict[str, str] | None = None
+    rules: list[str] | None = None
+    plugins: list[dict[str, Any] | str] | None = None
+    image: str | None = None
+    env: dict[str, str] | None = None
+    priority: int = 0
+    state: str = "scheduled"
+    step_key: str | None = None
+    label: str | None = None
+    pipeline_slug: str = "pipeline"
+    build_number: int = 1
+    branch: str = "main"
+    clustered: bool = True
+    cluster_id: str | None = None
+    uuid: str | None = None
 
 
 def job_summary(job: FakeJob) -> dict[str, Any]:
@@ -60,6 +84,9 @@ def guarded(handler: Handler) -> Handler:
             return JSONResponse({"message": str(exc)}, status_code=404)
         except JobConflict as exc:
             return JSONResponse({"message": exc.message}, status_code=exc.status)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            return JSONResponse({"message": f"Bad request: {problems}"}, status_code=422)
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"message": f"Bad request: {exc}"}, status_code=422)
 
@@ -76,7 +103,8 @@ def body_of(request: Request) -> dict[str, Any]:
 
 def control_routes(fake: FakeBuildkite) -> list[Route]:
     def add_job(request: Request) -> Response:
-        return JSONResponse({"id": fake.add_job(**body_of(request))}, status_code=201)
+        fields = AddJobRequest.model_validate(body_of(request)).model_dump(exclude_unset=True)
+        return JSONResponse({"id": fake.add_job(**fields)}, status_code=201)
 
     def list_jobs(_request: Request) -> Response:
         return JSONResponse([job_summary(job) for job in fake.jobs()])

@@ -8,6 +8,7 @@ races between truly concurrent requests.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.simulate.buildkite_clock import Clock
 from app.simulate.buildkite_faults import CallLog, Fault, FaultBook, PointsBudget, RecordedCall, surface_of
+
+logger = logging.getLogger(__name__)
 
 
 def graphql_rate_limit_message(limit: int, retry_after: int) -> str:
@@ -93,7 +96,18 @@ class RecordAndFaultMiddleware:
             assert surface is not None
             await fault_response(fault, surface, budget=self.budget)(scope, replay, record_status)
             return
-        await self.app(scope, replay, record_status)
+        try:
+            await self.app(scope, replay, record_status)
+        except Exception as exc:
+            # A bug in the fake must read as one in the test's output, in the surface's error shape.
+            logger.exception("fake Buildkite failed on %s %s", call.method, call.path)
+            if call.status is not None:
+                raise
+            text = f"Fake Buildkite error: {type(exc).__name__}: {exc}"[:256]
+            body: dict[str, Any] = (
+                {"errors": [{"message": text}]} if surface == "graphql" else {"message": text}
+            )
+            await JSONResponse(body, status_code=500)(scope, replay, record_status)
 
 
 async def _read_body(receive: Receive) -> bytes:

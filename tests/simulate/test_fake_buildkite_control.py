@@ -146,6 +146,8 @@ def test_control_api_arms_and_clears_faults(bk_http: httpx.Client, fake_buildkit
         ("POST", "/_test/jobs", b"{bad json", 422),
         ("POST", "/_test/jobs", b'{"no_such_field": 1}', 422),
         ("POST", "/_test/jobs", b'{"state": "sleeping"}', 422),
+        ("POST", "/_test/jobs", b'{"agents": "queue=x"}', 422),
+        ("POST", "/_test/jobs", b'{"priority": "high"}', 422),
         ("POST", "/_test/jobs/missing/cancel", b"", 404),
         ("POST", "/_test/jobs/missing/state", b'{"state": "running"}', 404),
         ("POST", "/_test/faults", b'{"surface": "moon"}', 422),
@@ -156,6 +158,8 @@ def test_control_api_arms_and_clears_faults(bk_http: httpx.Client, fake_buildkit
         "bad-json",
         "unknown-field",
         "unknown-state",
+        "agents-not-a-map",
+        "priority-not-int",
         "cancel-missing",
         "state-missing",
         "bad-surface",
@@ -205,3 +209,22 @@ def test_reset_forgets_jobs_calls_faults_and_spent_points(
 def test_an_unstarted_fake_says_how_to_start_it() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = FakeBuildkite().graphql_url
+
+
+def test_a_crash_inside_the_fake_answers_500_json_naming_the_error(
+    bk_http: httpx.Client, make_fake_buildkite: Callable[..., FakeBuildkite]
+) -> None:
+    bk = make_fake_buildkite()
+
+    def broken_listener(event: str, job: object) -> None:
+        raise RuntimeError(f"listener broke on {event}")
+
+    uuid = bk.add_job()
+    bk.store.subscribe(broken_listener)
+
+    response = bk_http.post(f"{bk.url}/_test/jobs/{uuid}/cancel")
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "message": "Fake Buildkite error: RuntimeError: listener broke on job.finished"
+    }
