@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from app.pipeline_fields import STEP_READERS, FieldError, agents, describe, env, image
+from app.pipeline_fields import STEP_READERS, FieldError, agents, describe, env, image, plugin_notes
 from podspec.job import Job
 
 # Expanding YAML aliases can multiply a small file into a huge value ("billion laughs"); a real
@@ -243,6 +243,8 @@ def _expand_step(
     warnings.extend(
         PipelineError(name, key, "unknown step attribute") for key in raw if key not in COMMAND_KEYS
     )
+    if isinstance(raw.get("plugins"), dict | list):
+        warnings.extend(PipelineError(name, note.field, note.message) for note in plugin_notes(raw))
     fields: dict[str, Any] = {}
     before = len(errors)
     for attr, reader in STEP_READERS:

@@ -129,6 +129,25 @@ def plugins(raw: dict[str, Any]) -> str | None:
     return json.dumps(entries, separators=(",", ":"))
 
 
+def plugin_notes(raw: dict[str, Any]) -> list[FieldError]:
+    """Lint notes: a versioned ``kubernetes#vX`` may expand to a key the controller does not read."""
+    value = raw.get("plugins")
+    names = list(value) if isinstance(value, dict) else [_plugin_name(entry) for entry in value or []]
+    return [
+        FieldError(
+            f"plugins[{index}]", f"{name!r}: write plain `kubernetes` (no version); it is not a real plugin"
+        )
+        for index, name in enumerate(names)
+        if isinstance(name, str) and name.startswith("kubernetes#")
+    ]
+
+
+def _plugin_name(entry: Any) -> Any:
+    if isinstance(entry, dict) and len(entry) == 1:
+        return next(iter(entry))
+    return entry
+
+
 def parallelism(raw: dict[str, Any]) -> int:
     value = raw.get("parallelism")
     if value is None:
