@@ -182,9 +182,7 @@ class Handlers:
             elif content_type == "application/strategic-merge-patch+json":
                 patched = strategic_merge(old, call.body, definition_for_kind(call.rtype.kind))
             else:
-                accepted = ", ".join(PATCH_TYPES)
-                message = f"the body of the request was in an unknown format - accepted media types include: {accepted}"  # noqa: E501
-                raise ApiError(415, message, "UnsupportedMediaType")
+                raise unsupported_patch_type()
         except PatchError as error:
             raise ApiError(422, str(error), "Invalid") from None
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
@@ -265,6 +263,12 @@ class Handlers:
             )
             deleted.append(self.delete(item_call)[1])
         return 200, {**listed, "items": deleted}
+
+
+def unsupported_patch_type() -> ApiError:
+    accepted = ", ".join(PATCH_TYPES)
+    message = f"the body of the request was in an unknown format - accepted media types include: {accepted}"
+    return ApiError(415, message, "UnsupportedMediaType")
 
 
 def _key(obj: Json) -> str:

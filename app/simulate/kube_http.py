@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from app.simulate import kube_status
 from app.simulate.kube_faults import FaultBook
-from app.simulate.kube_handlers import Call, Handlers
+from app.simulate.kube_handlers import PATCH_TYPES, Call, Handlers, unsupported_patch_type
 from app.simulate.kube_resources import GROUPS, SUBRESOURCES, ResourceType, resource_type
 from app.simulate.kube_selectors import object_filter
 from app.simulate.kube_status import ApiError
@@ -191,6 +191,10 @@ class KubeHttp:
             await asyncio.sleep(fault.delay)
             if (error := fault.error(verb, resource, namespace or "", name)) is not None:
                 raise error
+        content_type = request.headers.get("content-type", "application/json")
+        if verb == "patch" and content_type.split(";")[0].strip() not in PATCH_TYPES:
+            # Checked before the body is parsed, as the apiserver does (YAML apply patches are not JSON).
+            raise unsupported_patch_type()
         call = Call(
             verb,
             rtype,
