@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from podspec.images import ImageReference, is_digested, parse_image_reference
@@ -159,6 +159,7 @@ _tag_chars = "ABCXYZabcxyz0189_"
 _tag = st.builds(str.__add__, st.sampled_from(_tag_chars), st.text(alphabet=_tag_chars + ".-", max_size=20))
 
 
+@settings(derandomize=True)
 @given(
     domain=st.sampled_from(["", "localhost:5000/", "ghcr.io/", "my-registry.example.com:443/"]),
     components=st.lists(_component, min_size=1, max_size=3),
@@ -179,6 +180,7 @@ def test_generated_grammar_references_parse_and_print_back(
     assert parse_image_reference(str(parsed)) == parsed
 
 
+@settings(derandomize=True, max_examples=300)
 @given(st.text(max_size=60))
 def test_arbitrary_text_either_parses_or_raises_value_error(text: str) -> None:
     try:
