@@ -58,7 +58,11 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_render(namespace: argparse.Namespace) -> int:
-    config, templates, text = _inputs(namespace)
+    try:
+        config, templates, text = _inputs(namespace)
+    except Unreadable as exc:
+        _err(f"{PROG}: {exc}")
+        return 2
     try:
         jobs = _selected_jobs(namespace, text)
         built = [(job, _build(job, config=config, templates=templates)) for job in jobs]
@@ -67,15 +71,21 @@ def run_render(namespace: argparse.Namespace) -> int:
         return 1
     if not built:
         _err(f"note: {namespace.pipeline}: no command steps, so no pods")
-    for job, pod in built:
-        for warning in pod.warnings:
-            _err(f"warning: {namespace.pipeline}: step {job.step!r}: {warning}")
+    warnings = (
+        f"warning: {namespace.pipeline}: step {job.step!r}: {w}" for job, pod in built for w in pod.warnings
+    )
+    for warning in dict.fromkeys(warnings):  # parallel jobs of one step share their warnings
+        _err(warning)
     sys.stdout.write(dump_manifests([pod.manifest for _, pod in built]))
     return 0
 
 
 def run_lint(namespace: argparse.Namespace) -> int:
-    config, templates, text = _inputs(namespace)
+    try:
+        config, templates, text = _inputs(namespace)
+    except Unreadable as exc:
+        _err(f"{PROG}: {exc}")
+        return 2
     expansion = read_pipeline(text, file_name=namespace.pipeline)
     problems = [str(problem) for problem in (*expansion.errors, *expansion.warnings)]
     for job in expansion.jobs:
@@ -111,11 +121,15 @@ _Dumper.add_representer(str, _represent_str)
 # ---- inputs ----------------------------------------------------------------------------------------------
 
 
+class Unreadable(Exception):
+    """A file named on the command line cannot be read (exit 2)."""
+
+
 def _inputs(namespace: argparse.Namespace) -> tuple[PodConfig, dict[str, dict[str, Any]], str]:
-    """Config, PodTemplates and pipeline text; problems are ``ConfigInvalid`` (``app.cli`` exits 2)."""
+    """Config, PodTemplates and pipeline text; config problems are ``ConfigInvalid`` (``app.cli`` exits 2)."""
     config = load_pod_config(namespace.config)
     templates = load_pod_templates(namespace.pod_template)
-    return config, templates, _read_text(namespace.pipeline, "pipeline")
+    return config, templates, _read_text(namespace.pipeline)
 
 
 def load_pod_config(path: str | None) -> PodConfig:
@@ -142,7 +156,9 @@ def load_pod_templates(values: list[str]) -> dict[str, dict[str, Any]]:
 
 def _template_spec(name: str, path: str) -> dict[str, Any]:
     try:
-        manifest = yaml.safe_load(_read_text(path, f"pod-template {name}"))
+        manifest = yaml.safe_load(_read_text(path))
+    except Unreadable as exc:
+        raise ConfigInvalid(f"pod-template {name}", str(exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigInvalid(f"pod-template {name}", f"{path} is not valid YAML: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("kind", "PodTemplate") != "PodTemplate":
@@ -155,12 +171,12 @@ def _template_spec(name: str, path: str) -> dict[str, Any]:
     return spec
 
 
-def _read_text(path: str, what: str) -> str:
+def _read_text(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigInvalid(what, f"cannot read {path}: {reason}") from None
+        raise Unreadable(f"cannot read {path}: {reason}") from None
 
 
 # ---- jobs -> pods ------------------------------------------------------------------------------------

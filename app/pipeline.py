@@ -99,7 +99,9 @@ def read_pipeline(text: str, *, file_name: str, queue: str | None = None) -> Exp
     except FieldError as exc:
         return Expansion(errors=(PipelineError("", exc.field, exc.message),))
     top = document if isinstance(document, dict) else {}
-    defaults = _Defaults(slug=pipeline_slug(file_name), file_name=file_name, queue=queue)
+    # The base name only: the same file renders the same UUIDs from any directory.
+    base_name = re.split(r"[\\/]", file_name)[-1]
+    defaults = _Defaults(slug=pipeline_slug(file_name), file_name=base_name, queue=queue)
     errors: list[PipelineError] = []
     warnings = [
         PipelineError("", str(key), "unknown pipeline attribute") for key in top if key not in PIPELINE_KEYS
