@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -363,8 +364,10 @@ def test_injected_5xx_and_latency_apply_only_to_their_surface(
     fake_buildkite.inject("graphql", status=502, latency_seconds=0.2)
     fake_buildkite.inject("agent", status=503)
 
+    started = time.monotonic()
     response = post(bk_http, fake_buildkite, "{ viewer { id } }")
 
+    assert time.monotonic() - started >= 0.2
     assert (
         response.status_code == 502 and response.json()["errors"][0]["message"] == "Injected fault: HTTP 502"
     )
