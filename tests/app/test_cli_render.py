@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from app.cli import main
+from app.cli_render import dump_manifests
 from app.pipeline import expand_pipeline
 from app.simulate.kube_validation import validate_pod
 from tests.podspec.schema import pod_schema_errors
@@ -405,3 +406,14 @@ def test_the_installed_console_script_renders_the_default_example() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert [pod["kind"] for pod in yaml.safe_load_all(done.stdout)] == ["Pod", "Pod"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a\nb", "a\nb\n", "trailing \nspace", "\n  leading newline", "x\n\n\n", "tab\there\n", "#!/bin/sh\n:"],
+)
+def test_manifests_dump_multi_line_strings_so_they_read_back_exactly(text: str) -> None:
+    manifest = {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"script": text}}
+    dumped = dump_manifests([manifest, manifest])
+    assert list(yaml.safe_load_all(dumped)) == [manifest, manifest]
+    assert dumped.count("---\n") == 2
