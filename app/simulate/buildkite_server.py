@@ -4,7 +4,8 @@ Start it (`with FakeBuildkite() as bk:` or `bk.start()`), point the controller a
 `bk.agent_endpoint`, and drive Buildkite's side in-process (`add_job`, `cancel`, `set_state`, `inject`)
 or over HTTP under `/_test/...` (see `buildkite_control_api`). Every request is recorded (`calls`).
 Given a `WebhookSender`, job transitions emit `job.scheduled` / `job.started` / `job.finished`
-webhooks as Buildkite does. Spec: reference/buildkite-api.md §7.
+webhooks as Buildkite does: a sync sender delivers them inline, in the thread that made the change; an
+async one queues them until `await flush_webhooks()`. Spec: reference/buildkite-api.md §7.
 """
 
 from __future__ import annotations

@@ -263,7 +263,9 @@ class JobStore:
             job.canceled_at = now
         return webhook_event_for(old, state)
 
-    def _add_event(self, job: FakeJob, event_type: str, *, detail: str | None = None, actor: str = "SYSTEM"):
+    def _add_event(
+        self, job: FakeJob, event_type: str, *, detail: str | None = None, actor: str = "SYSTEM"
+    ) -> None:
         job.events.append(
             JobEvent(str(uuid_module.uuid4()), event_type, self._clock.now(), detail=detail, actor=actor)
         )

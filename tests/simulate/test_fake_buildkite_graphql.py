@@ -393,3 +393,33 @@ def test_impossible_faults_are_refused(
     surface = kwargs.pop("surface")
     with pytest.raises(ValueError, match=reason):
         fake_buildkite.inject(surface, **kwargs)
+
+
+def test_operation_name_picks_one_of_several_operations(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
+    uuid = fake_buildkite.add_job()
+    document = f"""
+      query Org {{ organization(slug: "acme") {{ slug }} }}
+      query One {{ job(uuid: "{uuid}") {{ ... on JobTypeCommand {{ state }} }} }}
+    """
+    headers = {"Authorization": f"Bearer {fake_buildkite.api_token}"}
+
+    chosen = bk_http.post(
+        fake_buildkite.graphql_url, json={"query": document, "operationName": "One"}, headers=headers
+    )
+    ambiguous = bk_http.post(fake_buildkite.graphql_url, json={"query": document}, headers=headers)
+
+    assert chosen.json() == {"data": {"job": {"state": "SCHEDULED"}}}
+    assert ambiguous.json() == {"errors": [{"message": "No single operation to run"}]}
+
+
+def test_node_finds_a_job_by_its_graphql_id(bk_http: httpx.Client, fake_buildkite: FakeBuildkite) -> None:
+    uuid = fake_buildkite.add_job()
+    node_id = base64.b64encode(f"Job---{uuid}".encode()).decode()
+
+    result = data(
+        post(bk_http, fake_buildkite, f'{{ node(id: "{node_id}") {{ ... on JobTypeCommand {{ uuid }} }} }}')
+    )
+
+    assert result == {"node": {"uuid": uuid}}
