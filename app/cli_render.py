@@ -25,9 +25,7 @@ import yaml
 from app.config import load
 from app.errors import ConfigInvalid
 from app.pipeline import PipelineError, StepJob, expand_pipeline, read_pipeline, select_step, with_uuid
-from podspec.build import BuiltPod, build, pod_template_name
-from podspec.config import PodConfig
-from podspec.errors import BuildError
+from podspec import BuildError, BuiltPod, PodConfig, build, pod_template_name
 
 PROG = "buildkite-controller"
 
