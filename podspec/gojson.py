@@ -14,9 +14,9 @@ or ``["ref", TypeName]``, ``["list", spec]``, ``["map", spec]``, ``["enum", [val
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -38,10 +38,21 @@ _NAMES = {
 }
 
 
-def load_table() -> dict[str, dict[str, Spec]]:
+class TypeTable(dict[str, dict[str, Spec]]):
+    """Type name → field name → spec, plus the lower-cased field index Go's matching needs.
+
+    Build one per process (the index costs a fraction of a millisecond) and share it.
+    """
+
+    @functools.cached_property
+    def folded(self) -> dict[str, dict[str, str]]:
+        return {name: {f.lower(): f for f in fields} for name, fields in self.items()}
+
+
+def load_table() -> TypeTable:
     """The Kubernetes field table shipped beside this module (object types reachable from PodSpec)."""
     text = resources.files("podspec").joinpath("k8s_types.json").read_text()
-    return json.loads(text)
+    return TypeTable(json.loads(text))
 
 
 def is_quantity(value: object) -> bool:
@@ -79,14 +90,12 @@ def join(path: str, key: str | int) -> str:
 class Decoder:
     """One decoding pass; collects warnings for keys it dropped."""
 
-    def __init__(
-        self, table: Mapping[str, Mapping[str, Spec]], *, strict: bool = False, allow_directives: bool = False
-    ) -> None:
+    def __init__(self, table: TypeTable, *, strict: bool = False, allow_directives: bool = False) -> None:
         self.table = table
         self.strict = strict
         self.allow_directives = allow_directives
         self.warnings: list[str] = []
-        self._folded = {name: {f.lower(): f for f in fields} for name, fields in table.items()}
+        self._folded = table.folded
 
     def decode(self, value: Any, spec: Spec, path: str) -> Any:
         if isinstance(spec, str):

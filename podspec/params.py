@@ -18,12 +18,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
-from podspec.gojson import Decoder, Spec, load_table
+from podspec.gojson import Decoder, Spec, TypeTable, load_table
 
 
 @functools.cache
-def k8s_table() -> dict[str, dict[str, Spec]]:
-    return {**load_table(), **PARAM_TYPES}
+def k8s_table() -> TypeTable:
+    """Kubernetes types plus the parameter blocks below, built once per process."""
+    return TypeTable({**load_table(), **PARAM_TYPES})
 
 
 def _check_k8s(spec: Spec, value: Any, info: ValidationInfo) -> Any:

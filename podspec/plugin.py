@@ -12,6 +12,7 @@ warnings; errors when ``strict``) — and then validated by ``KubernetesPlugin``
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from podspec.errors import BuildError
-from podspec.gojson import Decoder, Spec, describe, join
+from podspec.gojson import Decoder, Spec, TypeTable, describe, join
 from podspec.job import KUBERNETES_PLUGIN_KEY
 from podspec.params import (
     CheckoutParams,
@@ -106,7 +107,7 @@ class PatchAwareDecoder(Decoder):
     """Decodes the plugin; ``podSpecPatch`` is a PodSpec that may carry strategic-merge directives."""
 
     def __init__(self, *, strict: bool) -> None:
-        super().__init__({**k8s_table(), **PLUGIN_TYPES}, strict=strict)
+        super().__init__(_plugin_table(), strict=strict)
 
     def decode(self, value: Any, spec: Spec, path: str) -> Any:
         if spec != "patch":
@@ -116,6 +117,11 @@ class PatchAwareDecoder(Decoder):
             return super().decode(value, ["ref", "PodSpec"], path)
         finally:
             self.allow_directives = False
+
+
+@functools.cache
+def _plugin_table() -> TypeTable:
+    return TypeTable({**k8s_table(), **PLUGIN_TYPES})
 
 
 def _load_list(raw: str) -> list[Any]:
