@@ -1,0 +1,127 @@
+"""Carrying out one lifecycle action on one pod: the I/O half of ``app.lifecycle``.
+
+Input: a ``PodView`` and the ``FailJob``/``Notify``/``Delete`` that ``decide`` returned for it, from
+``app.lifecycle_runner``. Output: calls to Kubernetes (annotate, list events, delete) and Buildkite
+(``JobFailer``), metrics, one INFO/WARNING line per action with the job UUID and pod name, and a
+yes/no answer: ``True`` when the action is settled, ``False`` when it should be tried again later.
+
+Order matters for "fail at most once": the ``failure-reported`` annotation is written *before* the
+job is finished, so a controller killed between the two never finishes the job twice (the price is
+a job left unfailed, which the sweep recreates a pod for). A pod already gone cannot carry it; the
+runner remembers the fact in memory instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from app.errors import KubeError, NotFound
+from app.failure_message import compose_detail
+from app.kube import KubeGateway
+from app.lifecycle import Delete, FailJob, Notify
+from app.logs import job_log
+from app.metrics import Metrics
+from app.podview import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION, PodView
+
+log = logging.getLogger(__name__)
+
+# Outcomes of ``JobFailer.fail`` that settle the job: it is failed, someone else settled it (the
+# agent acquired it, or it ended), or failing is switched off. Only "error" is worth another try.
+SETTLED_OUTCOMES = frozenset({"failed", "not_acquirable", "disabled"})
+
+
+class JobFailing(Protocol):
+    """What we need from ``app.fail.JobFailer``."""
+
+    async def fail(
+        self, uuid: str, *, reason: str, message: str, detected_at: float | None = None
+    ) -> str: ...
+
+
+class LifecycleActions:
+    def __init__(
+        self,
+        *,
+        kube: KubeGateway,
+        failer: JobFailing,
+        metrics: Metrics,
+        abort_grace_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._kube = kube
+        self._failer = failer
+        self._metrics = metrics
+        self._abort_grace = abort_grace_seconds
+        self._clock = clock
+
+    async def fail(self, pod: PodView, action: FailJob) -> bool:
+        """Annotate, fail the job with the message and the pod's events, then delete if asked."""
+        uuid = pod.job_uuid or ""
+        jlog = job_log(log, uuid, stage="lifecycle", pod=pod.name)
+        if not pod.deleted and not await self._annotate(pod, FAILURE_REPORTED_ANNOTATION, action.reason):
+            return False
+        detail = compose_detail(action.message, await self._events(pod), now=self._clock())
+        outcome = await self._failer.fail(uuid, reason=action.reason, message=detail)
+        if outcome not in SETTLED_OUTCOMES:
+            jlog.warning(
+                "could not report the %s failure to Buildkite (%s); will retry", action.reason, outcome
+            )
+            if not pod.deleted:
+                # Take the marker back, or the pod would be cleaned up as if the job had been failed.
+                await self._annotate(pod, FAILURE_REPORTED_ANNOTATION, None)
+            return False
+        self._metrics.lifecycle_failures.labels(action.reason).inc()
+        jlog.info("pod failure %s reported to Buildkite: job %s", action.reason, outcome)
+        if action.then_delete and not pod.deleted:
+            await self.delete(pod, Delete(action.reason, self._abort_grace))
+        return True
+
+    async def notify(self, pod: PodView, action: Notify) -> bool:
+        """The agent owns the job, so it is not failed: mark the pod and say why in the log."""
+        jlog = job_log(log, pod.job_uuid or "", stage="lifecycle", pod=pod.name)
+        if not pod.deleted and not await self._annotate(pod, FAILURE_NOTIFIED_ANNOTATION, action.reason):
+            return False
+        self._metrics.lifecycle_failures.labels(action.reason).inc()
+        jlog.warning("pod problem while the agent holds the job (%s): %s", action.reason, action.message)
+        return True
+
+    async def delete(self, pod: PodView, action: Delete) -> bool:
+        """Delete the pod (guarded by its uid, so a newer pod of the same name survives)."""
+        jlog = job_log(log, pod.job_uuid or "", stage="lifecycle", pod=pod.name)
+        try:
+            deleted = await self._kube.delete_pod(
+                pod.name, uid=pod.uid or None, grace_seconds=action.grace_seconds
+            )
+        except KubeError as exc:
+            jlog.warning("deleting the pod (%s) failed: %s; will retry", action.reason, exc)
+            return False
+        if deleted:
+            self._metrics.pods_deleted.labels(action.reason).inc()
+            jlog.info("pod deleted (%s)", action.reason)
+        else:
+            jlog.debug("pod already gone (%s)", action.reason)
+        return True
+
+    async def _annotate(self, pod: PodView, key: str, value: str | None) -> bool:
+        """True when the annotation is written or the pod is gone (nothing left to mark)."""
+        try:
+            await self._kube.annotate_pod(pod.name, {key: value})
+        except NotFound:
+            return True
+        except KubeError as exc:
+            job_log(log, pod.job_uuid or "", stage="lifecycle", pod=pod.name).warning(
+                "annotating the pod with %s failed: %s; will retry", key, exc
+            )
+            return False
+        return True
+
+    async def _events(self, pod: PodView) -> list[dict[str, object]]:
+        """The pod's recent events for the failure message; a report is never held up by them."""
+        try:
+            return list(await self._kube.list_events(pod.name))
+        except KubeError as exc:
+            log.debug("events of %s unavailable: %s", pod.name, exc)
+            return []

@@ -1,0 +1,369 @@
+"""The lifecycle loop: keeps ``decide`` applied to every pod of ours, and carries out what it says.
+
+Input: changed pods from the pod watch (``on_pod``, a ``PodWatch`` listener), cancellations from the
+``job.finished`` webhook (``cancel``), the clock, and Buildkite job states from the batched check in
+``app.cancel_check``. Output: actions run by ``app.lifecycle_actions`` (fail the job, mark the pod,
+delete the pod) and the lifecycle metrics.
+
+One pass (``step``) decides every pod that changed, whose timer is due (``Keep(recheck_at)``) or whose
+job state just arrived, then starts the state check if it is due. Bounds, with the defaults:
+
+* a finished pod is deleted at its retention (its timer), a failing pod is handled when its grace
+  ends; a failure needing the job state waits for one GraphQL round, started at once;
+* a pending pod of a cancelled job is deleted on the ``job.finished`` webhook, else at the next state
+  check, at most ``cancel_check_interval_seconds`` later.
+
+Facts that must survive a restart live on the pod (annotations); until a marker we wrote shows up in a
+watch event it is remembered here and laid over the view, so a second event cannot repeat the call.
+Only the leader acts; followers keep their view and re-decide everything when they take over. ``run``
+waits on an event with a timeout equal to the next due timer: no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from app.cancel_check import JobStateCheck, JobStateSource
+from app.kube import KubeGateway
+from app.lifecycle import (
+    CANCELLED_STATES,
+    CheckJobState,
+    Delete,
+    FailJob,
+    Keep,
+    LifecyclePolicy,
+    Notify,
+    decide,
+)
+from app.lifecycle_actions import JobFailing, LifecycleActions
+from app.metrics import Metrics
+from app.podview import PodView
+from app.settings import LifecycleSettings
+from app.watch import PodWatch
+
+log = logging.getLogger(__name__)
+
+# A follower has no event telling it that it became leader, so it looks this often.
+FOLLOWER_RECHECK_SECONDS = 1.0
+# Longest idle wait; a safety net only, every real deadline is a timer.
+MAX_IDLE_SECONDS = 30.0
+# Retries after a failed Kubernetes or Buildkite call, by attempt; the bound stays short because the
+# cluster and Buildkite disagree meanwhile.
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# Recovery on a big cluster may find hundreds of finished pods: the Kubernetes client's rate limiter
+# spaces the calls, this caps how many wait in it at once.
+MAX_CONCURRENT_ACTIONS = 32
+GAUGE_INTERVAL_SECONDS = 1.0
+MAX_EARLY_CANCELS = 1024
+
+
+class LifecycleRunner:
+    def __init__(
+        self,
+        *,
+        kube: KubeGateway,
+        watch: PodWatch,
+        graphql: JobStateSource,
+        failer: JobFailing,
+        policy: LifecyclePolicy,
+        settings: LifecycleSettings,
+        metrics: Metrics,
+        is_leader: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._watch = watch
+        self._policy = policy
+        self._metrics = metrics
+        self._is_leader = is_leader
+        self._clock = clock
+        self._actions = LifecycleActions(
+            kube=kube,
+            failer=failer,
+            metrics=metrics,
+            abort_grace_seconds=policy.abort_grace_seconds,
+            clock=clock,
+        )
+        self.check = JobStateCheck(graphql, interval_seconds=settings.cancel_check_interval_seconds)
+        self._views: dict[str, PodView] = {}  # by pod name; deleted views stay until settled
+        self._dirty: set[str] = set()
+        self._timers: dict[str, float] = {}  # pod name -> when to decide again
+        self._busy: dict[str, asyncio.Task[None]] = {}  # pod name -> its running action
+        self._check_task: asyncio.Task[None] | None = None
+        self._markers: dict[str, dict[str, str]] = {}  # pod uid -> annotations we wrote, not yet seen
+        self._deleted_uids: set[str] = set()
+        self._attempts: dict[str, int] = {}  # pod uid -> failed tries of its current action
+        self._not_before: dict[str, float] = {}  # pod name -> end of its retry back-off
+        # Cancels for jobs we have no pod for yet (the webhook raced the pod create); bounded, because
+        # most cancelled jobs in an org never had a pod here.
+        self._early_cancels: dict[str, float] = {}
+        self._detected_at: dict[str, float] = {}  # pod uid -> when its failure was first seen
+        self._cancel_seen_at: dict[str, float] = {}  # job uuid -> when we learned it was cancelled
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_ACTIONS)
+        self._wake = asyncio.Event()
+        self._was_leader = False
+        self._gauges_at = -math.inf
+
+    # --- inputs -------------------------------------------------------------------------------------
+
+    def on_pod(self, view: PodView) -> None:
+        """Watch listener: remember the pod's current view and wake the loop. Never blocks."""
+        markers = self._markers.get(view.uid)
+        if markers and _shows(view, markers):
+            del self._markers[view.uid]  # the cluster has the fact now; memory is no longer needed
+        cancelled_at = self._early_cancels.pop((view.job_uuid or "").lower(), None)
+        if view.job_uuid and cancelled_at is not None:
+            self.check.record(view.job_uuid, "canceled", now=cancelled_at)
+            self._cancel_seen_at.setdefault(view.job_uuid.lower(), cancelled_at)
+        self._views[view.name] = view
+        self._dirty.add(view.name)
+        self._wake.set()
+
+    def cancel(self, uuid: str) -> None:
+        """The job was cancelled (``job.finished`` webhook): its pending pod goes at the next pass."""
+        now = self._clock()
+        names = [name for name, view in self._views.items() if _same_job(view, uuid)]
+        if not names:
+            self._early_cancels[uuid.lower()] = now
+            while len(self._early_cancels) > MAX_EARLY_CANCELS:
+                del self._early_cancels[next(iter(self._early_cancels))]
+            return
+        self.check.record(uuid, "canceled", now=now)
+        self._cancel_seen_at.setdefault(uuid.lower(), now)
+        self._dirty.update(names)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Run a pass soon (e.g. leadership was just won)."""
+        self._wake.set()
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Recover from the cluster's state, then keep every pod decided until cancelled."""
+        await self.recover()
+        try:
+            while True:
+                self._wake.clear()
+                await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_seconds())
+        finally:
+            await self._stop_tasks()
+
+    async def recover(self) -> None:
+        """After the watch's first list: decide every pod (orphans past retention, ended jobs …)."""
+        await self._watch.synced.wait()
+        for name, view in self._watch.pods.items():
+            self._views.setdefault(name, view)
+        self._dirty.update(self._views)
+        self._wake.set()
+
+    async def step(self) -> None:
+        """One pass: decide changed and due pods, start their actions and, if due, the state check."""
+        now = self._clock()
+        if not self._is_leader():
+            self._was_leader = False
+            return
+        if not self._was_leader:  # just took over: our view may hide work the old leader left
+            self._was_leader = True
+            self._dirty.update(self._views)
+        self._dirty.update(name for name, at in self._timers.items() if at <= now)
+        for name in list(self._dirty):
+            if name not in self._busy and self._not_before.get(name, -math.inf) <= now:
+                self._dirty.discard(name)
+                self._not_before.pop(name, None)
+                self._decide(name, now)
+        self._start_check(now)
+        self._update_gauges(now)
+
+    async def settle(self, *, max_passes: int = 100) -> None:
+        """Run passes and wait for their actions until nothing is left to do now (used by tests)."""
+        for _ in range(max_passes):
+            await self.step()
+            tasks = [*self._busy.values(), *([self._check_task] if self._check_task else [])]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
+        raise RuntimeError(f"lifecycle did not settle in {max_passes} passes")
+
+    # --- deciding -----------------------------------------------------------------------------------
+
+    def _decide(self, name: str, now: float) -> None:
+        view = self._views.get(name)
+        if view is None:
+            return
+        uuid = view.job_uuid
+        if uuid is None:
+            self._forget(name, view)  # not a job pod: the selector should not have sent it
+            return
+        view = self._with_markers(view)
+        action = decide(view, job_state=self.check.state(uuid, now=now), now=now, policy=self._policy)
+        self._timers.pop(name, None)
+        match action:
+            case Keep(recheck_at=recheck_at, poll_job_state=poll):
+                self._keep(name, view, recheck_at, poll=poll)
+            case CheckJobState():
+                self._detected_at.setdefault(view.uid, now)
+                self.check.want(uuid, urgent=True)
+            case Delete() if view.uid in self._deleted_uids:
+                pass  # our delete is on its way; the watch has not shown it yet
+            case FailJob() | Notify() | Delete():
+                self.check.drop(uuid)
+                self._launch(name, view, action)
+
+    def _keep(self, name: str, view: PodView, recheck_at: float | None, *, poll: bool) -> None:
+        uuid = view.job_uuid or ""
+        if poll:
+            self.check.want(uuid, urgent=False)
+        else:
+            self.check.drop(uuid)
+        if recheck_at is not None:
+            self._timers[name] = recheck_at
+        elif view.deleted:
+            self._forget(name, view)
+
+    def _with_markers(self, view: PodView) -> PodView:
+        markers = self._markers.get(view.uid)
+        if not markers:
+            return view
+        return replace(
+            view,
+            failure_reported=view.failure_reported or markers.get("reported"),
+            failure_notified=view.failure_notified or markers.get("notified"),
+        )
+
+    def _forget(self, name: str, view: PodView) -> None:
+        self._views.pop(name, None)
+        self._timers.pop(name, None)
+        self._not_before.pop(name, None)
+        for table in (self._markers, self._attempts, self._detected_at):
+            table.pop(view.uid, None)
+        self._deleted_uids.discard(view.uid)
+        uuid = view.job_uuid
+        if uuid and not any(_same_job(other, uuid) for other in self._views.values()):
+            self.check.forget(uuid)
+            self._cancel_seen_at.pop(uuid.lower(), None)
+
+    # --- acting -------------------------------------------------------------------------------------
+
+    def _launch(self, name: str, view: PodView, action: FailJob | Notify | Delete) -> None:
+        self._busy[name] = asyncio.create_task(self._act(name, view, action), name=f"lifecycle {name}")
+
+    async def _act(self, name: str, view: PodView, action: FailJob | Notify | Delete) -> None:
+        try:
+            async with self._slots:
+                settled = await self._execute(view, action)
+        except Exception:  # a bug in one action must not stop the lifecycle of every other pod
+            log.exception("lifecycle action %r on %s crashed", action, name)
+            settled = False
+        finally:
+            self._busy.pop(name, None)
+        if settled:
+            self._settled(view, action)
+        else:
+            self._retry_later(name, view)
+        self._dirty.add(name)  # decide again on the latest view (at once, or after the back-off)
+        self._wake.set()
+
+    async def _execute(self, view: PodView, action: FailJob | Notify | Delete) -> bool:
+        match action:
+            case FailJob():
+                return await self._actions.fail(view, action)
+            case Notify():
+                return await self._actions.notify(view, action)
+            case Delete():
+                return await self._actions.delete(view, action)
+        raise AssertionError(f"not an action to execute: {action!r}")
+
+    def _settled(self, view: PodView, action: FailJob | Notify | Delete) -> None:
+        now = self._clock()
+        self._attempts.pop(view.uid, None)
+        if isinstance(action, FailJob):
+            self._markers.setdefault(view.uid, {})["reported"] = action.reason
+            detected = self._detected_at.pop(view.uid, now)
+            self._metrics.failure_report_seconds.observe(max(0.0, now - detected))
+            if action.then_delete:
+                self._deleted_uids.add(view.uid)
+        elif isinstance(action, Notify):
+            self._markers.setdefault(view.uid, {})["notified"] = action.reason
+        else:
+            self._deleted_uids.add(view.uid)
+            seen = self._cancel_seen_at.pop((view.job_uuid or "").lower(), None)
+            if action.reason == "cancelled" and seen is not None:
+                self._metrics.cancel_delete_seconds.observe(max(0.0, now - seen))
+
+    def _retry_later(self, name: str, view: PodView) -> None:
+        attempt = self._attempts.get(view.uid, 0)
+        self._attempts[view.uid] = attempt + 1
+        retry_at = self._clock() + RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+        self._timers[name] = self._not_before[name] = retry_at
+
+    # --- the state check ----------------------------------------------------------------------------
+
+    def _start_check(self, now: float) -> None:
+        due = self.check.due_at()
+        if self._check_task is None and due is not None and due <= now:
+            self._check_task = asyncio.create_task(self._run_check(now), name="lifecycle job state check")
+
+    async def _run_check(self, now: float) -> None:
+        try:
+            learned = await self.check.run(now=now)
+        except Exception:
+            log.exception("job state check crashed")
+            learned = {}
+        finally:
+            self._check_task = None
+        seen = self._clock()
+        for uuid, state in learned.items():
+            if state in CANCELLED_STATES:
+                self._cancel_seen_at.setdefault(uuid, seen)
+        self._dirty.update(
+            name for name, view in self._views.items() if (view.job_uuid or "").lower() in learned
+        )
+        self._wake.set()
+
+    # --- housekeeping -------------------------------------------------------------------------------
+
+    def _idle_seconds(self) -> float:
+        if not self._is_leader():
+            return FOLLOWER_RECHECK_SECONDS
+        due = [*self._timers.values()]
+        check_due = self.check.due_at()
+        if check_due is not None and self._check_task is None:
+            due.append(check_due)
+        if not due:
+            return MAX_IDLE_SECONDS
+        return min(MAX_IDLE_SECONDS, max(0.0, min(due) - self._clock()))
+
+    def _update_gauges(self, now: float) -> None:
+        if now - self._gauges_at < GAUGE_INTERVAL_SECONDS:
+            return  # a pass per watch event would make this O(pods) per event
+        self._gauges_at = now
+        pending = [
+            v.created_at
+            for v in self._views.values()
+            if v.phase == "Pending" and not v.deleted and v.created_at
+        ]
+        self._metrics.oldest_pending_seconds.set(max(0.0, now - min(pending)) if pending else 0.0)
+
+    async def _stop_tasks(self) -> None:
+        tasks = [*self._busy.values(), *([self._check_task] if self._check_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _same_job(view: PodView, uuid: str) -> bool:
+    return (view.job_uuid or "").lower() == uuid.lower()
+
+
+def _shows(view: PodView, markers: dict[str, str]) -> bool:
+    return ("reported" not in markers or view.failure_reported is not None) and (
+        "notified" not in markers or view.failure_notified is not None
+    )
