@@ -49,12 +49,14 @@ class Admitter:
         create: Callable[[Job], Awaitable[bool]],
         live_pods: Callable[[], Iterable[str]],
         metrics: Metrics,
+        on_waiting: Callable[[str], None] = lambda uuid: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limit = max_in_flight
         self._create = create
         self._live_pods = live_pods
         self._metrics = metrics
+        self._on_waiting = on_waiting
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
         self._heap: list[_Queued] = []
@@ -116,6 +118,9 @@ class Admitter:
             task.add_done_callback(self._tasks.discard)
             if slots is not None:
                 slots -= 1
+        for queued in self._heap:
+            if queued.job.uuid in self._queued:
+                self._on_waiting(queued.job.uuid)
         self._metrics.queue_depth.set(len(self._heap))
 
     async def _run_create(self, job: Job) -> None:

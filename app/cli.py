@@ -75,3 +75,7 @@ def _serve(namespace: argparse.Namespace) -> int:
     from app.serve import run
 
     return run(flags=setting_flags(namespace), config_file=namespace.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

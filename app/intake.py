@@ -27,11 +27,12 @@ DROPPED_TTL_SECONDS = 60.0
 # A cancelled job never becomes scheduled again (a retry is a new job with a new UUID); an hour covers
 # any late webhook or sweep page that still shows it.
 CANCELLED_TTL_SECONDS = 3600.0
+SETTLED_STAGES = frozenset({"done", "dropped", "waiting"})
 
 
 @dataclass(slots=True)
 class Entry:
-    stage: str  # pending | confirming | queued | creating | done | dropped
+    stage: str  # pending | confirming | queued | waiting (for capacity) | creating | done | dropped
     first_seen: float
     from_webhook: bool
     finished_at: float | None = None
@@ -113,15 +114,15 @@ class Intake:
         entry.stage = stage
         if stage in {"done", "dropped"}:
             entry.finished_at = self._clock()
-            if entry.outcome is not None and not entry.outcome.done():
-                entry.outcome.set_result(stage)
+        if stage in SETTLED_STAGES and entry.outcome is not None and not entry.outcome.done():
+            entry.outcome.set_result(stage)
 
     def outcome(self, uuid: str) -> asyncio.Future[str]:
-        """A future that resolves to ``done`` or ``dropped`` when this job's handling ends."""
+        """Resolves to ``done``, ``dropped`` or ``waiting`` (for capacity) once the job's fate is known."""
         entry = self.entries[uuid]
         if entry.outcome is None:
             entry.outcome = asyncio.get_running_loop().create_future()
-            if entry.stage in {"done", "dropped"}:
+            if entry.stage in SETTLED_STAGES:
                 entry.outcome.set_result(entry.stage)
         return entry.outcome
 

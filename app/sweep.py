@@ -35,6 +35,7 @@ class SweepSummary:
     filtered: int = 0  # listed, but not ours (tags) or no longer scheduled
     queued: int = 0  # new to us: handed to admission
     created: int = 0  # of those, pods that exist by the time the summary was made
+    waiting: int = 0  # of those, jobs waiting for max-in-flight to allow their pod
     unannounced: int = 0  # new to us and never announced by a webhook
     error: str | None = None
 

@@ -1,0 +1,319 @@
+"""``create_app(settings)``: the stages built back to front, each given the next, under one FastAPI app.
+
+    POST /webhooks/buildkite ─► webhook ─► intake ─► confirm ─► admit ─► create ─► Pod
+    timer / POST /reconcile  ─► sweep ───┘                        ▲
+    Kubernetes pod watch ─────────────────────────────────────────┴─► lifecycle (retention, failures, cancel)
+
+Every piece of state the controller needs after a restart lives in the cluster (pod labels and
+annotations) or in Buildkite; what is in memory is a cache rebuilt by the first list and sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import FastAPI
+
+from app.admit import Admitter
+from app.buildkite.agent_api import AgentAPI
+from app.buildkite.graphql import GraphQLClient
+from app.confirm import Confirmer
+from app.create import Creator
+from app.fail import JobFailer
+from app.intake import Intake
+from app.kube import KubeAPI, KubeGateway, TokenBucket, load_client_config
+from app.leader import LeaderElector
+from app.lifecycle import LifecyclePolicy
+from app.lifecycle_runner import LifecycleRunner
+from app.metrics import Metrics
+from app.ops import router as ops_router
+from app.settings import Settings
+from app.sweep import Sweeper
+from app.tags import ControllerTags
+from app.timings import Timings
+from app.watch import PodWatch
+from app.webhook import WebhookIntake
+from app.webhook import router as webhook_router
+
+log = logging.getLogger(__name__)
+
+# Bookkeeping of finished/dropped jobs is trimmed this often.
+HOUSEKEEPING_SECONDS = 30.0
+# Creates already sent get this long to finish at shutdown; well inside the pod's 30 s grace period.
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+@dataclass
+class Controller:
+    """Every stage of one running controller; built by ``build_controller``, started by ``start``."""
+
+    settings: Settings
+    metrics: Metrics
+    kube: KubeGateway
+    graphql: GraphQLClient
+    watch: PodWatch
+    intake: Intake
+    confirmer: Confirmer
+    admitter: Admitter
+    creator: Creator
+    sweeper: Sweeper
+    lifecycle: LifecycleRunner
+    webhooks: WebhookIntake
+    elector: LeaderElector
+    accepting: bool = True
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def is_leader(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        for name, coro in (
+            ("watch", self.watch.run()),
+            ("intake", self.intake.run()),
+            ("admit", self.admitter.run()),
+            ("lifecycle", self.lifecycle.run()),
+            ("sweep", self._sweep_when_synced()),
+            ("housekeeping", self._housekeeping()),
+        ):
+            self.tasks.append(asyncio.create_task(_logged(name, coro), name=name))
+
+    async def stop(self) -> None:
+        self.accepting = False
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for close in self.closers:
+            await close()
+
+    def is_ready(self) -> dict[str, bool]:
+        sweep = self.sweeper.last
+        return {
+            "accepting": self.accepting,
+            "pod_watch_synced": self.watch.synced.is_set(),
+            "buildkite_reachable": sweep is not None and sweep.error is None,
+        }
+
+    async def _sweep_when_synced(self) -> None:
+        # The first sweep must see the pods that already exist, or it would create duplicates' work.
+        await self.watch.synced.wait()
+        await self.sweeper.run()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            self.intake.forget_finished()
+
+
+def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.AsyncClient) -> Controller:
+    metrics = Metrics()
+    timings = Timings(metrics)
+    tags = ControllerTags.from_settings(queues=settings.intake.queues, tags=settings.intake.tags)
+    bk = settings.buildkite
+    graphql = GraphQLClient(http, url=bk.graphql_endpoint, token=_secret(bk.token) or "")
+    agent_api = (
+        AgentAPI(http, endpoint=bk.agent_endpoint, agent_token=_secret(bk.agent_token) or "")
+        if bk.agent_token is not None
+        else None
+    )
+    failer = JobFailer(agent_api, metrics=metrics)
+    watch = PodWatch(kube=kube, controller_id=settings.pod.id, metrics=metrics)
+    holder: dict[str, Controller] = {}
+
+    def is_leader() -> bool:
+        return holder["c"].is_leader() if "c" in holder else False
+
+    lifecycle = LifecycleRunner(
+        kube=kube,
+        watch=watch,
+        graphql=graphql,
+        failer=failer,
+        metrics=metrics,
+        settings=settings.lifecycle,
+        policy=_policy(settings),
+        is_leader=is_leader,
+    )
+
+    async def confirm(batch: list[str]) -> None:
+        await confirmer.confirm(batch)
+
+    async def accept(records: list) -> None:  # type: ignore[type-arg]
+        await confirmer.accept(records)
+
+    intake = Intake(
+        batch_size=settings.intake.batch_size,
+        window_seconds=settings.intake.batch_window_seconds,
+        confirm=confirm,
+        accept=accept,
+        has_pod=watch.has,
+        metrics=metrics,
+    )
+
+    async def create(job):  # type: ignore[no-untyped-def]
+        return await creator.create(job)
+
+    admitter = Admitter(
+        max_in_flight=settings.admit.max_in_flight,
+        concurrency=settings.admit.create_concurrency,
+        create=create,
+        live_pods=watch.live_uuids,
+        metrics=metrics,
+        on_waiting=lambda uuid: intake.mark(uuid, "waiting"),
+    )
+    creator = Creator(
+        kube=kube,
+        pod_config=settings.pod,
+        failer=failer,
+        intake=intake,
+        requeue=admitter.requeue,
+        metrics=metrics,
+        timings=timings,
+    )
+
+    async def admit(jobs: list) -> None:  # type: ignore[type-arg]
+        for job in jobs:
+            intake.mark(job.uuid, "queued")
+            timings.observe(job.uuid, "confirmed")
+        await admitter.enqueue(jobs)
+
+    confirmer = Confirmer(graphql=graphql, tags=tags, intake=intake, admit=admit, metrics=metrics)
+    sweeper = Sweeper(
+        graphql=graphql,
+        org=bk.org,
+        tags=tags,
+        intake=intake,
+        settings=settings.sweep,
+        metrics=metrics,
+        is_leader=is_leader,
+    )
+
+    def on_cancel(uuid: str) -> None:
+        admitter.discard(uuid)
+        lifecycle.cancel(uuid)
+
+    elector = LeaderElector(
+        kube=kube,
+        name=settings.leader.lease_name,
+        identity=settings.leader.identity or _default_identity(),
+        lease_duration_seconds=settings.leader.lease_duration_seconds,
+        renew_interval_seconds=settings.leader.renew_interval_seconds,
+        on_change=lambda leading: _leadership_changed(leading, metrics, sweeper),
+    )
+    controller = Controller(
+        elector=elector,
+        settings=settings,
+        metrics=metrics,
+        kube=kube,
+        graphql=graphql,
+        watch=watch,
+        intake=intake,
+        confirmer=confirmer,
+        admitter=admitter,
+        creator=creator,
+        sweeper=sweeper,
+        lifecycle=lifecycle,
+        webhooks=WebhookIntake(
+            settings=settings.webhook,
+            tags=tags,
+            intake=intake,
+            on_cancel=on_cancel,
+            metrics=metrics,
+            timings=timings,
+            is_accepting=lambda: controller.accepting,
+        ),
+    )
+    holder["c"] = controller
+    watch.subscribe(lifecycle.on_pod)
+    watch.subscribe(lambda view: admitter.capacity_changed())
+    return controller
+
+
+def create_app(
+    settings: Settings, *, kube: KubeGateway | None = None, http: httpx.AsyncClient | None = None
+) -> FastAPI:
+    """The FastAPI app; the controller starts with the app's lifespan and stops with it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        closers: list[Callable[[], Awaitable[None]]] = []
+        client = http
+        if client is None:
+            client = httpx.AsyncClient(timeout=settings.buildkite.http_timeout_seconds)
+            closers.append(client.aclose)
+        gateway = kube
+        if gateway is None:
+            gateway = await _kube_api(settings)
+            closers.append(gateway.close)  # type: ignore[attr-defined]
+        controller = build_controller(settings, kube=gateway, http=client)
+        controller.closers.extend(closers)
+        app.state.controller = controller
+        await controller.start()
+        try:
+            yield
+        finally:
+            await controller.stop()
+
+    app = FastAPI(title="buildkite-controller", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(webhook_router(_Lazy(app)))  # type: ignore[arg-type]
+    app.include_router(ops_router())
+    return app
+
+
+class _Lazy:
+    """The webhook route's handler, resolved per request: the controller exists only once the app runs."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    async def handle(self, request):  # type: ignore[no-untyped-def]
+        return await self._app.state.controller.webhooks.handle(request)
+
+
+async def _kube_api(settings: Settings) -> KubeAPI:
+    from kubernetes.aio import client as kclient
+
+    configuration = await load_client_config(settings.kube.kubeconfig)
+    limiter = TokenBucket(settings.kube.qps, settings.kube.burst)
+    return KubeAPI(kclient.ApiClient(configuration), namespace=settings.pod.namespace, limiter=limiter)
+
+
+def _policy(settings: Settings) -> LifecyclePolicy:
+    lc = settings.lifecycle
+    return LifecyclePolicy(
+        succeeded_retention_seconds=lc.succeeded_retention_seconds,
+        failed_retention_seconds=lc.failed_retention_seconds,
+        image_pull_grace_seconds=lc.image_pull_grace_seconds,
+        pending_timeout_seconds=lc.pending_timeout_seconds,
+        agent_done_grace_seconds=lc.agent_done_grace_seconds,
+    )
+
+
+def _leadership_changed(leading: bool, metrics: Metrics, sweeper: Sweeper) -> None:
+    metrics.is_leader.set(1 if leading else 0)
+    if leading:
+        sweeper.trigger()  # a new leader sweeps at once: the old one may have died mid-burst
+
+
+def _default_identity() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def _secret(value: object) -> str | None:
+    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+
+async def _logged(name: str, coro: Awaitable[None]) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task %s crashed", name)
+        raise

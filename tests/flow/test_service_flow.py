@@ -1,0 +1,249 @@
+"""Webhook → confirm → pod, end to end over HTTP against the fakes (issue: the controller service)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.simulate.webhook_sender import sign
+from tests.flow.harness import WEBHOOK_SECRET, running_stack, wait_until
+
+K8S_PLUGIN = "kubernetes"
+
+
+@pytest.fixture
+def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with running_stack(tmp_path) as running:
+        yield running
+
+
+def test_signed_webhook_creates_the_agent_pod(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job(
+        command="make test",
+        plugins=[
+            {
+                K8S_PLUGIN: {
+                    "podSpec": {"containers": [{"image": "golang:1.23", "command": ["go test ./..."]}]}
+                }
+            }
+        ],
+    )
+    [delivery] = stack.scheduled(uuid)
+    assert delivery.status == 202
+    pod = wait_until(lambda: stack.pod_for(uuid), what="the pod")
+    labels = pod["metadata"]["labels"]
+    assert labels["buildkite.com/job-uuid"] == uuid
+    assert labels["tag.buildkite.com/queue"] == "kubernetes"
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    assert containers["container-0"]["image"] == "golang:1.23"
+    env = {e["name"]: e.get("value") for e in containers["agent"]["env"]}
+    assert env["BUILDKITE_AGENT_ACQUIRE_JOB"] == uuid
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"X-Buildkite-Signature": "timestamp=1,signature=00"}, id="bad-signature"),
+        pytest.param({}, id="unsigned"),
+        pytest.param({"X-Buildkite-Token": "guess"}, id="wrong-token-mode"),
+    ],
+)
+def test_bad_auth_is_401_and_creates_nothing(stack, headers) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job()
+    body = stack.sender.job_body("job.scheduled", stack.buildkite.job(uuid))
+    response = stack.post(
+        "/webhooks/buildkite", content=body, headers={"X-Buildkite-Event": "job.scheduled", **headers}
+    )
+    assert response.status_code == 401
+    assert stack.pods() == []
+
+
+def test_stale_timestamp_is_401(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job()
+    body = stack.sender.job_body("job.scheduled", stack.buildkite.job(uuid))
+    stale = int(time.time()) - 600
+    header = sign(WEBHOOK_SECRET, stale, body)
+    response = stack.post(
+        "/webhooks/buildkite",
+        content=body,
+        headers={"X-Buildkite-Event": "job.scheduled", "X-Buildkite-Signature": header},
+    )
+    assert response.status_code == 401
+    assert stack.pods() == []
+
+
+def test_garbage_body_is_400_with_a_reason(stack) -> None:  # type: ignore[no-untyped-def]
+    body = b"{not json"
+    now = int(time.time())
+    header = sign(WEBHOOK_SECRET, now, body)
+    response = stack.post(
+        "/webhooks/buildkite",
+        content=body,
+        headers={"X-Buildkite-Event": "job.scheduled", "X-Buildkite-Signature": header},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_oversized_body_is_413(stack) -> None:  # type: ignore[no-untyped-def]
+    body = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+    now = int(time.time())
+    header = sign(WEBHOOK_SECRET, now, body)
+    response = stack.post(
+        "/webhooks/buildkite",
+        content=body,
+        headers={"X-Buildkite-Event": "job.scheduled", "X-Buildkite-Signature": header},
+    )
+    assert response.status_code == 413
+
+
+def test_ping_and_other_events_are_ignored_with_200(stack) -> None:  # type: ignore[no-untyped-def]
+    [delivery] = stack.sender.ping()
+    assert delivery.status == 200
+    uuid = stack.buildkite.add_job()
+    [delivery] = stack.sender.send_job_event("job.started", stack.buildkite.job(uuid))
+    assert delivery.status == 200
+
+
+def test_job_for_another_queue_is_ignored(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job(agents={"queue": "elsewhere"})
+    [delivery] = stack.scheduled(uuid)
+    assert delivery.status == 200
+    assert stack.post("/reconcile").json()["queued"] == 0
+    assert stack.pods() == []
+
+
+def test_dropped_webhook_is_caught_by_the_sweep(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job()
+    summary = stack.post("/reconcile").json()
+    assert summary["queued"] == 1 and summary["unannounced"] == 1 and summary["created"] == 1
+    assert stack.pod_for(uuid) is not None
+    metrics = stack.get("/metrics").text
+    assert "buildkite_controller_sweep_unannounced_jobs_total 1.0" in metrics
+
+
+def test_same_webhook_five_times_and_a_sweep_make_one_pod(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job()
+    threads = [threading.Thread(target=stack.scheduled, args=(uuid,)) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    summary = stack.post("/reconcile").json()
+    for thread in threads:
+        thread.join()
+    wait_until(lambda: stack.pod_for(uuid), what="the pod")
+    assert len(stack.pods()) == 1
+    assert summary["queued"] + summary["already_known"] >= 1
+    creates = stack.kube.request_count("create", "pods")
+    assert creates == 1
+
+
+def test_job_cancelled_before_confirm_gets_no_pod(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job()
+    stack.buildkite.cancel(uuid)
+    [delivery] = stack.scheduled(uuid)  # the late job.scheduled webhook of a job cancelled meanwhile
+    assert delivery.status == 202
+    wait_until(lambda: stack.buildkite.calls_to("/v1"), what="the confirm call")
+    assert stack.post("/reconcile").json()["queued"] == 0
+    assert stack.pods() == []
+
+
+def test_invalid_plugin_config_fails_the_job_with_the_message(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job(plugins=[{K8S_PLUGIN: {"podSpec": {"containers": [{"image": 3}]}}}])
+    stack.scheduled(uuid)
+    wait_until(lambda: stack.buildkite.job(uuid).state == "finished", what="the job failed")
+    log = stack.buildkite.log(uuid).decode()
+    assert "podSpec.containers[0].image" in log
+    assert stack.buildkite.job(uuid).exit_status in ("-1", -1)
+    assert stack.pods() == []
+
+
+def test_several_queues_are_served_by_one_controller(tmp_path: Path) -> None:
+    with running_stack(tmp_path, flags={"queue": "build,deploy"}) as stack:
+        first = stack.buildkite.add_job(agents={"queue": "build"})
+        second = stack.buildkite.add_job(agents={"queue": "deploy"})
+        other = stack.buildkite.add_job(agents={"queue": "kubernetes"})
+        stack.scheduled(first)
+        summary = stack.post("/reconcile").json()
+        wait_until(lambda: stack.pod_for(first) and stack.pod_for(second), what="both pods")
+        assert stack.pod_for(other) is None
+        assert summary["queued"] + summary["already_known"] == 2
+
+
+def test_max_in_flight_is_never_exceeded(tmp_path: Path) -> None:
+    with running_stack(tmp_path, flags={"max-in-flight": 3}) as stack:
+        uuids = [stack.buildkite.add_job() for _ in range(8)]
+        for uuid in uuids:
+            stack.scheduled(uuid)
+        wait_until(lambda: len(stack.pods()) == 3, what="three pods")
+        # Nothing finishes, so nothing more may start, however often we ask.
+        stack.post("/reconcile")
+        assert len(stack.pods()) == 3
+        metrics = stack.get("/metrics").text
+        assert "buildkite_controller_admission_queue_depth 5.0" in metrics
+
+
+def test_higher_priority_jobs_are_admitted_first(tmp_path: Path) -> None:
+    with running_stack(tmp_path, flags={"max-in-flight": 1}) as stack:
+        blocker = stack.buildkite.add_job()
+        stack.scheduled(blocker)
+        wait_until(lambda: stack.pod_for(blocker), what="the first pod")
+        low = stack.buildkite.add_job(priority=1)
+        high = stack.buildkite.add_job(priority=10)
+        stack.post("/reconcile")
+        stack.kube.remove("pods", f"buildkite-{blocker}", "buildkite")
+        wait_until(lambda: stack.pod_for(high), what="the high-priority pod")
+        assert stack.pod_for(low) is None
+
+
+def test_graphql_429_is_retried_after_retry_after(stack) -> None:  # type: ignore[no-untyped-def]
+    stack.buildkite.inject("graphql", status=429, retry_after=1, count=1)
+    uuid = stack.buildkite.add_job()
+    started = time.monotonic()
+    stack.scheduled(uuid)
+    wait_until(lambda: stack.pod_for(uuid), timeout=10, what="the pod after the 429")
+    assert time.monotonic() - started >= 0.9
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 502}, {"errors": [{"message": "Internal server error"}]}],
+    ids=["graphql-5xx", "graphql-errors"],
+)
+def test_graphql_failures_still_create_the_pod(stack, fault) -> None:  # type: ignore[no-untyped-def]
+    stack.buildkite.inject("graphql", count=1, **fault)
+    uuid = stack.buildkite.add_job()
+    stack.scheduled(uuid)
+    wait_until(lambda: stack.pod_for(uuid), timeout=10, what="the pod after the fault")
+
+
+def test_kubernetes_500_then_success_makes_one_pod(stack) -> None:  # type: ignore[no-untyped-def]
+    stack.kube.inject("create", "pods", status=500, count=1)
+    uuid = stack.buildkite.add_job()
+    stack.scheduled(uuid)
+    wait_until(lambda: stack.pod_for(uuid), timeout=10, what="the pod after the 500")
+    assert len(stack.pods()) == 1
+
+
+def test_ops_endpoints(stack) -> None:  # type: ignore[no-untyped-def]
+    assert stack.get("/healthz").json() == {"status": "ok"}
+    ready = stack.get("/readyz").json()
+    assert ready["ready"] is True
+    text = stack.get("/metrics").text
+    assert "buildkite_controller_webhooks_total" in text or "buildkite_controller_pods_in_flight" in text
+
+
+def test_secrets_never_appear_in_responses_or_metrics(stack) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/metrics", "/readyz", "/healthz"):
+        text = stack.get(path).text
+        assert WEBHOOK_SECRET not in text and stack.buildkite.api_token not in text
+
+
+def test_reconcile_summary_is_json(stack) -> None:  # type: ignore[no-untyped-def]
+    summary = stack.post("/reconcile").json()
+    assert set(summary) >= {"seen", "already_known", "created", "filtered", "queued"}
+    json.dumps(summary)
