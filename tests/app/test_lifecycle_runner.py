@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -74,8 +75,14 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, *, states: dict[str, str] | None = None, is_leader: Callable[[], bool] | None = None):
-        self.clock = Clock()
+    def __init__(
+        self,
+        *,
+        states: dict[str, str] | None = None,
+        is_leader: Callable[[], bool] | None = None,
+        clock: Callable[[], float] | None = None,
+    ):
+        self.clock = clock or Clock()
         self.kube = FakeGateway()
         self.metrics = Metrics()
         self.graphql = FakeJobStates({JOB_UUID: "scheduled"} if states is None else states)
@@ -419,6 +426,47 @@ def test_follower_that_takes_over_acts_at_once() -> None:
             leader = True
             await h.at(1000)
             assert POD_NAME not in h.kube.pods
+
+    asyncio.run(main())
+
+
+# --- the loop itself, in real time ---------------------------------------------------------------------
+
+
+async def poll(predicate: Callable[[], bool], *, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_run_loop_wakes_on_a_pod_event_and_on_a_due_timer_without_one() -> None:
+    start = time.monotonic()
+
+    def clock() -> float:  # a finished pod 0.3 s before its retention ends, then real time
+        return T0 + 89.7 + (time.monotonic() - start)
+
+    async def main() -> None:
+        async with Harness(clock=clock).running() as h:
+            loop = asyncio.create_task(h.runner.run())
+            try:
+                h.kube.put_pod(pending_with(Ctr("container-0", "x y", waiting("InvalidImageName", "bad"))))
+                await poll(lambda: len(h.failer.calls) == 1)  # woken by the event
+                deleted_at: list[float] = []
+                delete = h.kube.delete_pod
+
+                async def timed_delete(name: str, **kwargs: Any) -> bool:
+                    deleted_at.append(clock())
+                    return await delete(name, **kwargs)
+
+                h.kube.delete_pod = timed_delete  # type: ignore[method-assign]
+                h.kube.put_pod(as_job(finished("Succeeded"), job_uuid(7)))
+                await poll(lambda: h.deleted_by("succeeded") == 1)  # woken by its timer
+                assert T0 + 90 <= deleted_at[0] < T0 + 90.5, "at the end of the retention"
+            finally:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
 
     asyncio.run(main())
 
