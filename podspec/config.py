@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from podspec.gojson import is_quantity
 from podspec.images import parse_image_reference
+from podspec.metadata import check_metadata, is_dns_subdomain, is_label_value
 from podspec.params import (
     CheckoutParams,
     CommandParams,
@@ -148,6 +149,36 @@ class PodConfig(ParamsModel):
         # The CLI/env form is one comma-separated string.
         if isinstance(value, str):
             return [tag.strip() for tag in value.split(",") if tag.strip()]
+        return value
+
+    @field_validator("namespace", "agent_token_secret")
+    @classmethod
+    def _object_name(cls, value: str) -> str:
+        if not is_dns_subdomain(value) or not value:
+            raise ValueError(
+                f"{value!r} is not a valid Kubernetes name (lower-case letters, digits, '-', '.')"
+            )
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _label_value(cls, value: str) -> str:
+        if not is_label_value(value):
+            raise ValueError(f"{value!r} cannot be a label value (63 characters of [A-Za-z0-9_.-])")
+        return value
+
+    @field_validator("job_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # Pod name = prefix + job UUID (36 characters of [0-9a-f-]).
+        if not is_dns_subdomain(value + "0" * 36):
+            raise ValueError(f"{value!r} followed by a job UUID is not a valid pod name")
+        return value
+
+    @field_validator("default_metadata")
+    @classmethod
+    def _metadata(cls, value: Metadata) -> Metadata:
+        check_metadata(value.labels, value.annotations, field="default-metadata")
         return value
 
     @field_validator("image")

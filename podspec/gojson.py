@@ -24,6 +24,7 @@ from podspec.errors import BuildError
 
 Spec = str | list[Any]
 _INT64 = 2**63
+MAX_FREE_FORM_DEPTH = 32
 # Kubernetes resource.Quantity grammar: a signed decimal number, then a binary/decimal SI suffix or
 # a decimal exponent.
 _QUANTITY = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?")
@@ -69,6 +70,22 @@ def clone(value: Any) -> Any:
         return {k: clone(v) for k, v in value.items()}
     if isinstance(value, list):
         return [clone(v) for v in value]
+    return value
+
+
+def _shallow_enough(value: Any, path: str) -> Any:
+    """Free-form values are not shaped by a type, so bound their nesting (later steps recurse)."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > MAX_FREE_FORM_DEPTH:
+            raise BuildError(path, f"is nested more than {MAX_FREE_FORM_DEPTH} levels deep")
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
     return value
 
 
@@ -123,7 +140,7 @@ class Decoder:
         out: dict[str, Any] = {}
         for key, item in entries.items():
             if self.allow_directives and key.startswith("$"):
-                out[key] = item
+                out[key] = _shallow_enough(item, join(path, key))
                 continue
             name = key if key in fields else folded.get(key.lower())
             if name is None:
@@ -146,7 +163,7 @@ class Decoder:
 
     def _scalar(self, value: Any, spec: str, path: str) -> Any:
         if spec == "any":
-            return value
+            return _shallow_enough(value, path)
         if spec == "string":
             return self._expect(value, str, path)
         if spec == "boolean":

@@ -370,8 +370,22 @@ BUILD_ERRORS = [
         make_job(plugin={"podSpec": {"volumes": [{"name": "workspace", "emptyDir": {}}]}}),
         {},
         "volumes[1].name",
-        "defined twice",
+        "used twice",
         id="duplicate-workspace-volume",
+    ),
+    pytest.param(
+        make_job(plugin={"podSpec": {"containers": [{"name": "agent", "image": "a:1"}]}}),
+        {},
+        "containers[1].name",
+        "'agent' is used twice",
+        id="user-container-named-agent",
+    ),
+    pytest.param(
+        make_job(plugin={"sidecars": [{"name": "copy-agent", "image": "a:1"}]}),
+        {},
+        "initContainers[1].name",
+        "'copy-agent' is used twice",
+        id="sidecar-named-copy-agent",
     ),
     pytest.param(
         make_job(plugin={"podSpecPatch": {"restartPolicy": "Always"}}),

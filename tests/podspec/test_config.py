@@ -82,6 +82,17 @@ def test_tags_accept_the_comma_separated_cli_form() -> None:
 
 
 BAD_CONFIGS = [
+    pytest.param({"namespace": "Build Kite"}, "namespace", "not a valid Kubernetes name", id="namespace"),
+    pytest.param({"agent-token-secret": ""}, "agent-token-secret", "not a valid", id="empty-secret-name"),
+    pytest.param({"id": "a/b"}, "id", "cannot be a label value", id="controller-id"),
+    pytest.param({"job-prefix": "Job_"}, "job-prefix", "not a valid pod name", id="job-prefix"),
+    pytest.param({"image": "Agent:1"}, "image", "must be lowercase", id="agent-image"),
+    pytest.param(
+        {"default-metadata": {"labels": {"a": "b c"}}},
+        "default-metadata",
+        "not a valid label value",
+        id="labels",
+    ),
     pytest.param({"max-inflight": 3}, "max-inflight", "Extra inputs", id="unknown-key"),
     pytest.param(
         {"default-image-pull-policy": "Sometimes"}, "default-image-pull-policy", "", id="bad-pull-policy"

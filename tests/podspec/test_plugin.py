@@ -215,6 +215,36 @@ def test_malformed_plugins_are_build_errors_naming_the_field(raw: str, field: st
     assert message in caught.value.message
 
 
+def deep(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        pytest.param(
+            {"podSpec": {"volumes": [{"name": "v", "ephemeral": {"volumeClaimTemplate": {"metadata": {
+                "managedFields": [{"fieldsV1": deep(500)}]}, "spec": {}}}}]}},
+            "kubernetes.podSpec.volumes[0].ephemeral.volumeClaimTemplate.metadata.managedFields[0].fieldsV1",
+            id="free-form-field",
+        ),
+        pytest.param(
+            {"podSpecPatch": {"$setElementOrder/containers": [deep(500)]}},
+            "kubernetes.podSpecPatch.$setElementOrder/containers",
+            id="patch-directive",
+        ),
+    ],
+)  # fmt: skip
+def test_deeply_nested_free_form_values_are_refused(config: dict[str, Any], field: str) -> None:
+    with pytest.raises(BuildError) as caught:
+        decode_plugin(config)
+    assert caught.value.field == field
+    assert "nested more than" in caught.value.message
+
+
 def test_an_oversized_plugins_value_is_refused_before_parsing() -> None:
     raw = plugins_env({"podSpec": {"containers": [{"image": "a", "args": ["x" * MAX_PLUGINS_BYTES]}]}})
     with pytest.raises(BuildError, match="limit"):
