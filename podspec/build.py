@@ -181,7 +181,8 @@ def _finish(spec: dict[str, Any], inputs: Inputs) -> None:
         raise BuildError(
             "restartPolicy", f"job pods must use restartPolicy Never (got {spec.get('restartPolicy')!r})"
         )
-    _check_unique_volumes(spec.get("volumes", []))
+    _check_unique_names(spec, "volumes")
+    _check_unique_names(spec, "initContainers", "containers")
 
 
 def _dedupe_mounts(container: dict[str, Any]) -> None:
@@ -198,13 +199,15 @@ def _dedupe_mounts(container: dict[str, Any]) -> None:
     container["volumeMounts"] = kept
 
 
-def _check_unique_volumes(volumes: list[dict[str, Any]]) -> None:
+def _check_unique_names(spec: dict[str, Any], *list_names: str) -> None:
+    """Kubernetes would refuse the pod; say which name clashes (often a user container named agent)."""
     seen: set[str] = set()
-    for index, volume in enumerate(volumes):
-        name = volume.get("name")
-        if name in seen:
-            raise BuildError(f"volumes[{index}].name", f"volume {name!r} is defined twice")
-        seen.add(name)
+    for list_name in list_names:
+        for index, item in enumerate(spec.get(list_name, [])):
+            name = item.get("name")
+            if name in seen:
+                raise BuildError(f"{list_name}[{index}].name", f"the name {name!r} is used twice in the pod")
+            seen.add(name)
 
 
 def _pod_name(job: Job, config: PodConfig) -> str:
