@@ -49,10 +49,12 @@ class FakeBuildkite:
         points_limit: int = 20_000,
         points_window_seconds: float = 300.0,
     ) -> None:
+        api_tokens, agent_tokens = tuple(api_tokens), tuple(agent_tokens)
+        if not api_tokens or not agent_tokens:
+            raise ValueError("FakeBuildkite needs at least one API token and one agent token")
         self.org = org or FakeOrganization()
         self.clock = clock or SystemClock()
-        self.api_token = next(iter(api_tokens))
-        self.agent_token = next(iter(agent_tokens))
+        self.api_token, self.agent_token = api_tokens[0], agent_tokens[0]
         self.store = JobStore(self.clock)
         self.call_log = CallLog()
         self.faults = FaultBook()
