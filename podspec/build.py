@@ -205,6 +205,11 @@ def _check_unique_names(spec: dict[str, Any], *list_names: str) -> None:
     for list_name in list_names:
         for index, item in enumerate(spec.get(list_name, [])):
             name = item.get("name")
+            if not name:
+                image = item.get("image", "")
+                raise BuildError(
+                    f"{list_name}[{index}].name", f"is required (the container with image {image!r})"
+                )
             if name in seen:
                 raise BuildError(f"{list_name}[{index}].name", f"the name {name!r} is used twice in the pod")
             seen.add(name)

@@ -37,13 +37,6 @@ class AdditionalHook(ParamsModel):
     path: str = Field(min_length=1)
     volume: Volume  # type: ignore[valid-type]
 
-    @field_validator("volume")
-    @classmethod
-    def _volume_named(cls, volume: dict[str, Any]) -> dict[str, Any]:
-        if not volume.get("name"):
-            raise ValueError("volume.name is required")
-        return volume
-
 
 class AgentConfig(ParamsModel):
     """``agent-config``: settings for buildkite-agent inside the pod (reference §2.2)."""

@@ -9,7 +9,9 @@ no nulls, no unknown keys. Unknown keys become warnings — or errors in strict 
 start with ``$`` are strategic-merge directives and pass through when ``allow_directives`` is set.
 
 A type spec is ``"string" | "integer" | "number" | "boolean" | "quantity" | "int-or-string" | "any"``
-or ``["ref", TypeName]``, ``["list", spec]``, ``["map", spec]``, ``["enum", [values]]``.
+or ``["ref", TypeName]``, ``["list", spec]``, ``["map", spec]``, ``["enum", [values]]``. A type's
+``"$required"`` entry lists the fields Kubernetes requires; outside patches a missing one is an error,
+except the few the pod builder fills in itself (``BUILDER_FILLS``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from podspec.errors import BuildError
 
 Spec = str | list[Any]
 _INT64 = 2**63
+REQUIRED = "$required"
+# A podSpec may omit containers (the step runs in container-0) and container names (container-N).
+BUILDER_FILLS = frozenset({("PodSpec", "containers"), ("Container", "name")})
 MAX_FREE_FORM_DEPTH = 32
 # Kubernetes resource.Quantity grammar: a signed decimal number, then a binary/decimal SI suffix or
 # a decimal exponent.
@@ -47,7 +52,14 @@ class TypeTable(dict[str, dict[str, Spec]]):
 
     @functools.cached_property
     def folded(self) -> dict[str, dict[str, str]]:
-        return {name: {f.lower(): f for f in fields} for name, fields in self.items()}
+        return {name: {f.lower(): f for f in fields if f != REQUIRED} for name, fields in self.items()}
+
+    @functools.cached_property
+    def required(self) -> dict[str, tuple[str, ...]]:
+        return {
+            name: tuple(f for f in fields.get(REQUIRED, ()) if (name, f) not in BUILDER_FILLS)
+            for name, fields in self.items()
+        }
 
 
 def load_table() -> TypeTable:
@@ -142,11 +154,15 @@ class Decoder:
             if self.allow_directives and key.startswith("$"):
                 out[key] = _shallow_enough(item, join(path, key))
                 continue
-            name = key if key in fields else folded.get(key.lower())
+            name = key if key in fields and key != REQUIRED else folded.get(key.lower())
             if name is None:
                 self._unknown(join(path, key))
             elif self._keeps(item):
                 out[name] = self._item(item, fields[name], join(path, name))
+        if not self.allow_directives:  # a patch names only what it changes
+            for name in self.table.required[type_name]:
+                if name not in out:
+                    raise BuildError(join(path, name), "is required")
         return out
 
     def _keeps(self, item: Any) -> bool:

@@ -116,6 +116,8 @@ def derive_type_table() -> dict[str, dict[str, Any]]:
         table[name] = {}
         for field, prop in sorted(schema.get("properties", {}).items()):
             table[name][field] = _field_spec(prop, pending)
+        if schema.get("required"):
+            table[name]["$required"] = sorted(schema["required"])
     return dict(sorted(table.items()))
 
 

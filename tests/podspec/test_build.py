@@ -381,6 +381,13 @@ BUILD_ERRORS = [
         id="user-container-named-agent",
     ),
     pytest.param(
+        make_job(plugin={"podSpec": {"initContainers": [{"image": "a:1"}]}}),
+        {},
+        "initContainers[1].name",
+        "is required",
+        id="user-init-container-without-name",
+    ),
+    pytest.param(
         make_job(plugin={"sidecars": [{"name": "copy-agent", "image": "a:1"}]}),
         {},
         "initContainers[1].name",

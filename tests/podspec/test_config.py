@@ -133,7 +133,7 @@ BAD_CONFIGS = [
     pytest.param(
         {"agent-config": {"additional-hooks": [{"path": "/h", "volume": {"emptyDir": {}}}]}},
         "agent-config.additional-hooks.0.volume",
-        "volume.name is required",
+        "name: is required",
         id="additional-hook-volume-unnamed",
     ),
     pytest.param(

@@ -70,6 +70,16 @@ def test_unknown_keys_are_errors_in_strict_mode() -> None:
     assert caught.value.field == "kubernetes.checkout.skipp"
 
 
+def test_fields_the_builder_fills_in_are_not_required() -> None:
+    parsed = decode_plugin({"podSpec": {"volumes": []}, "sidecars": [{"image": "redis:7"}]})
+    assert parsed.plugin is not None and parsed.plugin.pod_spec == {"volumes": []}
+
+
+def test_patches_need_no_required_fields() -> None:
+    patch = {"containers": [{"name": "agent", "env": [{"name": "X", "$patch": "delete"}]}], "volumes": [{}]}
+    assert decode_plugin({"podSpecPatch": patch}).plugin is not None
+
+
 def test_null_values_leave_fields_unset() -> None:
     plugin = decode_plugin(
         {"podSpec": {"containers": [{"image": "a", "args": None}], "nodeSelector": None}}
@@ -197,6 +207,18 @@ BAD_PLUGINS = [
         "kubernetes.sidecars[0].image",
         "must be a string",
         id="sidecar",
+    ),
+    pytest.param(
+        plugins_env({"podSpec": {"containers": [{"image": "a", "env": [{"value": "1"}]}]}}),
+        "kubernetes.podSpec.containers[0].env[0].name",
+        "is required",
+        id="env-without-name",
+    ),
+    pytest.param(
+        plugins_env({"gitEnvFrom": [{"secretRef": {}}], "extraVolumeMounts": [{"name": "v"}]}),
+        "kubernetes.extraVolumeMounts[0].mountPath",
+        "is required",
+        id="mount-without-path",
     ),
     pytest.param(
         plugins_env({"podSpec": {"containers": [{"image": "x" * 10_000, "name": 7}]}}),
