@@ -106,15 +106,22 @@ class LifecycleActions:
         return True
 
     async def _annotate(self, pod: PodView, key: str, value: str | None) -> bool:
-        """True when the annotation is written or the pod is gone (nothing left to mark)."""
+        """True when the annotation is written, or cannot ever be: go on without it.
+
+        A gone pod has nothing left to mark. A refusal that retrying cannot cure (RBAC, a pod the
+        apiserver now finds invalid) must not hold the job hostage: the runner's memory and
+        Buildkite's acquire-once rule still keep the failure single.
+        """
+        jlog = job_log(log, pod.job_uuid or "", stage="lifecycle", pod=pod.name)
         try:
             await self._kube.annotate_pod(pod.name, {key: value})
         except NotFound:
             return True
         except KubeError as exc:
-            job_log(log, pod.job_uuid or "", stage="lifecycle", pod=pod.name).warning(
-                "annotating the pod with %s failed: %s; will retry", key, exc
-            )
+            if not exc.is_retryable:
+                jlog.warning("cannot annotate the pod with %s: %s; going on without it", key, exc)
+                return True
+            jlog.warning("annotating the pod with %s failed: %s; will retry", key, exc)
             return False
         return True
 

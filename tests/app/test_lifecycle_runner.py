@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.errors import GraphQLErrors, KubeUnavailable
+from app.errors import Forbidden, GraphQLErrors, KubeUnavailable
 from app.lifecycle import LifecyclePolicy
 from app.lifecycle_runner import RETRY_SECONDS, LifecycleRunner
 from app.metrics import Metrics
@@ -550,6 +550,15 @@ async def test_failed_annotation_holds_back_the_report(h: Harness) -> None:
     assert h.failer.calls == [], "never finish the job without the marker on the pod"
     await h.at(3 + RETRY_SECONDS[0])
     assert len(h.failer.calls) == 1
+
+
+@scenario()
+async def test_annotation_refused_for_good_does_not_hold_the_job_hostage(h: Harness) -> None:
+    h.kube.fail_next("annotate_pod", Forbidden(403, "Forbidden", "cannot patch pods", is_quota=False))
+    h.kube.put_pod(pending_with(Ctr("container-0", "x y", waiting("InvalidImageName", "bad"))))
+    await h.at(3)
+    await h.at(100)
+    assert len(h.failer.calls) == 1 and POD_NAME not in h.kube.pods
 
 
 @scenario()

@@ -1,0 +1,186 @@
+"""Pod lifecycle end to end over HTTP (issue 4): the real controller against the fake apiserver and the
+fake Buildkite. Pod status is written into the fake apiserver as a kubelet would write it.
+
+Bounds asserted here, measured from the moment the cluster changed: a failure is reported within its
+grace + 2 s, a cancelled job's pending pod is gone within 5 s by webhook and within one check interval
+(+1 s) without one, and finished pods go at their retention (+2 s).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.flow.harness import NAMESPACE, Stack, running_stack, wait_until
+
+Json = dict[str, Any]
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_status(stack: Stack, uuid: str, status: Callable[[Json], Json]) -> float:
+    """Write the pod's status as the kubelet would; returns when (wall clock) it was written."""
+
+    def change(pod: Json) -> None:
+        pod["status"] = status(pod)
+
+    stack.kube.modify("pods", f"buildkite-{uuid}", change, namespace=NAMESPACE)
+    return time.monotonic()
+
+
+def pulling(image_reason: str) -> Callable[[Json], Json]:
+    def status(pod: Json) -> Json:
+        now = time.time()
+        containers = [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "waiting": {"reason": image_reason, "message": f'Back-off pulling image "{c["image"]}"'}
+                }
+                if c["name"] == "container-0"
+                else {"waiting": {"reason": "ContainerCreating"}},
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        return {"phase": "Pending", "startTime": rfc3339(now), "containerStatuses": containers}
+
+    return status
+
+
+def finished(phase: str) -> Callable[[Json], Json]:
+    """All containers exited now; the agent exited 0 (it ran the job), the step as the phase says."""
+
+    def status(pod: Json) -> Json:
+        now = rfc3339(time.time())
+        step_exit = 0 if phase == "Succeeded" else 1
+        containers = [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": step_exit if c["name"].startswith("container-") else 0,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        return {"phase": phase, "startTime": now, "containerStatuses": containers}
+
+    return status
+
+
+def pod_gone(stack: Stack, uuid: str) -> bool:
+    return stack.pod_for(uuid) is None
+
+
+def job_with_pod(stack: Stack, **job: Any) -> str:
+    uuid = stack.buildkite.add_job(**job)
+    stack.scheduled(uuid)
+    wait_until(lambda: stack.pod_for(uuid), what="the agent pod")
+    return uuid
+
+
+def test_image_pull_failure_fails_the_job_with_the_reason_and_the_events(tmp_path: Path) -> None:
+    with running_stack(tmp_path, flags={"image-pull-backoff-grace-period": "1s"}) as stack:
+        uuid = job_with_pod(stack, image="registry.example/no-such:1")
+        name = f"buildkite-{uuid}"
+        stack.kube.create(
+            "events",
+            {
+                "metadata": {"name": f"{name}.pull"},
+                "involvedObject": {"kind": "Pod", "name": name, "namespace": NAMESPACE},
+                "type": "Warning",
+                "reason": "Failed",
+                "message": 'Failed to pull image "registry.example/no-such:1": not found',
+                "count": 3,
+                "lastTimestamp": rfc3339(time.time()),
+            },
+            namespace=NAMESPACE,
+        )
+        written = set_status(stack, uuid, pulling("ImagePullBackOff"))
+        wait_until(lambda: stack.buildkite.job(uuid).state == "finished", timeout=6, what="job failed")
+        assert time.monotonic() - written <= 1 + 2, "reported within grace + 2 s"
+        log = stack.buildkite.log(uuid).decode()
+        assert "ImagePullBackOff" in log and "registry.example/no-such:1" in log
+        assert "Recent Kubernetes events" in log and "Failed to pull image" in log
+        wait_until(lambda: pod_gone(stack, uuid), what="pod deleted")
+        assert stack.buildkite.finish_calls(uuid) == 1
+
+
+def test_invalid_image_name_fails_the_job_without_waiting_for_the_grace(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:  # default grace: 30 s
+        uuid = job_with_pod(stack)
+        written = set_status(stack, uuid, pulling("InvalidImageName"))
+        wait_until(lambda: stack.buildkite.job(uuid).state == "finished", timeout=3, what="job failed")
+        assert time.monotonic() - written <= 2
+        wait_until(lambda: pod_gone(stack, uuid), what="pod deleted")
+
+
+def test_pod_deleted_before_the_agent_acquired_the_job_fails_it(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        uuid = job_with_pod(stack)
+        stack.kube.remove("pods", f"buildkite-{uuid}", namespace=NAMESPACE)
+        wait_until(lambda: stack.buildkite.job(uuid).state == "finished", timeout=3, what="job failed")
+        assert "was deleted" in stack.buildkite.log(uuid).decode()
+
+
+def test_cancel_webhook_deletes_the_pending_pod_within_five_seconds(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        uuid = job_with_pod(stack)
+        assert stack.buildkite.cancel(uuid) == "canceled"
+        cancelled = time.monotonic()
+        [delivery] = stack.sender.send_job_event("job.finished", stack.buildkite.job(uuid))
+        assert delivery.status < 300
+        wait_until(lambda: pod_gone(stack, uuid), timeout=5, what="pod deleted")
+        assert time.monotonic() - cancelled <= 5
+        assert stack.buildkite.finish_calls(uuid) == 0
+
+
+def test_lost_cancel_webhook_costs_at_most_one_check_interval(tmp_path: Path) -> None:
+    with running_stack(tmp_path, flags={"job-cancel-checker-poll-interval": "1s"}) as stack:
+        uuid = job_with_pod(stack)
+        stack.buildkite.cancel(uuid)  # no webhook reaches the controller
+        cancelled = time.monotonic()
+        wait_until(lambda: pod_gone(stack, uuid), timeout=3, what="pod deleted")
+        assert time.monotonic() - cancelled <= 1 + 1
+
+
+def test_finished_pods_are_deleted_at_their_retention(tmp_path: Path) -> None:
+    flags = {"succeeded-pod-retention": "0s", "failed-pod-retention": "1s"}
+    with running_stack(tmp_path, flags=flags) as stack:
+        passed, failed = job_with_pod(stack), job_with_pod(stack)
+        set_status(stack, passed, finished("Succeeded"))
+        written = set_status(stack, failed, finished("Failed"))
+        wait_until(lambda: pod_gone(stack, passed), timeout=2, what="succeeded pod deleted")
+        wait_until(lambda: pod_gone(stack, failed), timeout=4, what="failed pod deleted")
+        assert time.monotonic() - written <= 1 + 2, "retention + 2 s"
+        # The agent ran both jobs; the controller never finishes them itself.
+        assert stack.buildkite.finish_calls(passed) == stack.buildkite.finish_calls(failed) == 0
+
+
+@pytest.mark.parametrize("expire", [False, True], ids=["stream dropped", "stream dropped and 410 Gone"])
+def test_transition_during_a_broken_watch_is_not_missed(tmp_path: Path, expire: bool) -> None:
+    with running_stack(tmp_path, flags={"succeeded-pod-retention": "0s"}) as stack:
+        uuid = job_with_pod(stack)
+        if expire:
+            stack.kube.expire_history()
+        stack.kube.drop_watches("pods")
+        set_status(stack, uuid, finished("Succeeded"))
+        wait_until(lambda: pod_gone(stack, uuid), timeout=5, what="pod deleted after the watch came back")
