@@ -138,6 +138,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("leader-lease-name", "leader", "lease_name", "name of the leader-election Lease"),
     Option("leader-identity", "leader", "identity", "this replica's identity in the Lease", "POD_NAME"),
     Option("lease-duration", "leader", "lease_duration_seconds", "leader Lease duration", kind="duration"),
+    Option(
+        "leader-renew-interval",
+        "leader",
+        "renew_interval_seconds",
+        "how often the leader renews its Lease (shorter than the lease duration)",
+        kind="duration",
+    ),
     # Serving.
     Option("host", "server", "host", "address to listen on"),
     Option("port", "server", "port", "port to listen on", kind="int"),

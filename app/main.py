@@ -72,7 +72,7 @@ class Controller:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def is_leader(self) -> bool:
-        return True
+        return self.elector.is_leader()
 
     async def start(self) -> None:
         for name, coro in (
@@ -82,14 +82,19 @@ class Controller:
             ("lifecycle", self.lifecycle.run()),
             ("sweep", self._sweep_when_synced()),
             ("housekeeping", self._housekeeping()),
+            ("leader", self.elector.run()),
         ):
             self.tasks.append(asyncio.create_task(_logged(name, coro), name=name))
 
     async def stop(self) -> None:
+        """Readiness goes false, creates already sent finish, then the Lease is given up."""
         self.accepting = False
+        await self.admitter.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        # After the elector's loop is gone, so it cannot take the Lease back while we release it.
+        await self.elector.release()
         for close in self.closers:
             await close()
 
@@ -104,6 +109,10 @@ class Controller:
     async def _sweep_when_synced(self) -> None:
         # The first sweep must see the pods that already exist, or it would create duplicates' work.
         await self.watch.synced.wait()
+        if not self.is_leader():
+            # Followers sweep once at boot too: it proves Buildkite is reachable (readiness) and
+            # catches up on jobs at once after a restart; creates are idempotent, so it is safe.
+            await self.sweeper.sweep(trigger="boot")
         await self.sweeper.run()
 
     async def _housekeeping(self) -> None:
