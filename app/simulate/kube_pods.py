@@ -128,7 +128,7 @@ def bind(pod: dict[str, Any], binding: Any, *, now: str) -> dict[str, Any]:
     bound["spec"]["nodeName"] = node
     conditions = [c for c in bound["status"].get("conditions", []) if c.get("type") != "PodScheduled"]
     conditions.append(
-        {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}
     )
     bound["status"]["conditions"] = conditions
     return bound
