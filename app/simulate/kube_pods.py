@@ -127,9 +127,7 @@ def bind(pod: dict[str, Any], binding: Any, *, now: str) -> dict[str, Any]:
     bound = copy.deepcopy(pod)
     bound["spec"]["nodeName"] = node
     conditions = [c for c in bound["status"].get("conditions", []) if c.get("type") != "PodScheduled"]
-    conditions.append(
-        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}
-    )
+    conditions.append({"type": "PodScheduled", "status": "True", "lastTransitionTime": now})
     bound["status"]["conditions"] = conditions
     return bound
 

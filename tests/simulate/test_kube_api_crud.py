@@ -118,10 +118,10 @@ def test_list_filters_by_field_selector(core_v1, fake_kube):
     core_v1.create_namespaced_pod("default", make_pod("b"))
     fake_kube.modify("pods", "b", lambda p: p["spec"].update(nodeName="node-1"))
     fake_kube.modify("pods", "b", lambda p: p["status"].update(phase="Running"))
+
     def by_field(s):
-        return [
-            p.metadata.name for p in core_v1.list_namespaced_pod("default", field_selector=s).items
-        ]
+        return [p.metadata.name for p in core_v1.list_namespaced_pod("default", field_selector=s).items]
+
     assert by_field("metadata.name=a") == ["a"]
     assert by_field("spec.nodeName=") == ["a"]
     assert by_field("spec.nodeName=node-1,status.phase=Running") == ["b"]
