@@ -190,8 +190,12 @@ class KubeAPI:
             "timeoutSeconds": "300",
         }
         await self._limiter.acquire()
-        # The server ends the watch after timeoutSeconds; the client allows a little longer.
-        response = await self._raw("GET", self._pods, query=query, timeout=330)
+        try:
+            # The server ends the watch after timeoutSeconds; the client allows a little longer.
+            response = await self._raw("GET", self._pods, query=query, timeout=330)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Not only the stream: the connect itself fails while the apiserver restarts.
+            raise KubeUnavailable(0, "ConnectionError", f"watch {self._pods}: {exc!r}") from exc
         try:
             if response.status >= 400:
                 raise _translate(response.status, await _read_json(response))
