@@ -76,24 +76,28 @@ def build(
     inputs = make_inputs(job, config=config, plugin=plugin, spec=spec)
     spec = _patched(_assembled(spec, inputs), inputs)
     _finish(spec, inputs)
-    metadata = {
-        "name": _pod_name(job, config),
-        "namespace": config.namespace,
-        "labels": pod_labels(
-            job,
-            controller_id=config.id,
-            user=[config.default_metadata.labels, plugin.metadata.labels],
-            warnings=warnings,
-        ),
-        "annotations": pod_annotations(
-            job,
-            user=[config.default_metadata.annotations, plugin.metadata.annotations],
-            pod_template_name=template_name,
-            sidecar_names=[s.get("name") or f"sidecar-{i}" for i, s in enumerate(plugin.sidecars)],
-        ),
-    }
+    metadata = _metadata(job, config=config, plugin=plugin, template_name=template_name, warnings=warnings)
     manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
     return BuiltPod(manifest, tuple(warnings))
+
+
+def _metadata(
+    job: Job, *, config: PodConfig, plugin: KubernetesPlugin, template_name: str | None, warnings: list[str]
+) -> dict[str, Any]:
+    labels = pod_labels(
+        job,
+        controller_id=config.id,
+        user=[config.default_metadata.labels, plugin.metadata.labels],
+        warnings=warnings,
+    )
+    annotations = pod_annotations(
+        job,
+        user=[config.default_metadata.annotations, plugin.metadata.annotations],
+        pod_template_name=template_name,
+        sidecar_names=[s.get("name") or f"sidecar-{i}" for i, s in enumerate(plugin.sidecars)],
+    )
+    name = _pod_name(job, config)
+    return {"name": name, "namespace": config.namespace, "labels": labels, "annotations": annotations}
 
 
 def _starting_spec(

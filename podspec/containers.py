@@ -21,6 +21,9 @@ from podspec.interposer import interpose
 from podspec.patching import BOOTSTRAP_ARGS, TINI
 from podspec.scripts import GIT_CREDENTIALS, GIT_CREDENTIALS_RO, checkout_script, copy_agent_script
 
+_COMMAND_ENV = frozenset(
+    {"BUILDKITE_BOOTSTRAP_PHASES", "BUILDKITE_COMMAND", "BUILDKITE_CONTAINER_ID", "BUILDKITE_SOCKETS_PATH"}
+)
 ROOT_CONTEXT = {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False}
 
 
@@ -48,7 +51,8 @@ def _command_container(
     container["args"] = list(BOOTSTRAP_ARGS)
     container.setdefault("workingDir", "/workspace")
     container["env"] = [
-        *container.get("env", []),
+        # Ours replace same-named user entries: duplicates would confuse name-keyed patches.
+        *(e for e in container.get("env", []) if e.get("name") not in _COMMAND_ENV),
         _env("BUILDKITE_BOOTSTRAP_PHASES", "plugin,command"),
         _env("BUILDKITE_COMMAND", command),
         _env("BUILDKITE_CONTAINER_ID", container_id),

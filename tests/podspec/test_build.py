@@ -170,6 +170,14 @@ def test_active_deadline_precedence(plugin: dict, config: dict, expected: int) -
     assert built(make_job(plugin=plugin), **config).manifest["spec"]["activeDeadlineSeconds"] == expected
 
 
+def test_user_env_cannot_duplicate_the_command_container_contract() -> None:
+    env = [{"name": "BUILDKITE_COMMAND", "value": "rm -rf /"}, {"name": "KEEP", "value": "1"}]
+    manifest = built(make_job(plugin={"podSpec": {"containers": [{"image": "a:1", "env": env}]}})).manifest
+    names_ = [e["name"] for e in container(manifest, "container-0")["env"]]
+    assert names_.count("BUILDKITE_COMMAND") == 1 and "KEEP" in names_
+    assert env_of(container(manifest, "container-0"))["BUILDKITE_COMMAND"] == "make test"
+
+
 def test_pod_grace_period_feeds_the_agent_grace_periods() -> None:
     manifest = built(make_job(plugin={"podSpec": {"terminationGracePeriodSeconds": 300}})).manifest
     env = env_of(container(manifest, "agent"))
