@@ -236,8 +236,11 @@ class Handlers:
 
     def delete(self, call: Call) -> Result:
         options = call.body if isinstance(call.body, dict) else {}
+        preconditions = options.get("preconditions") or {}
+        if not isinstance(preconditions, dict):
+            raise kube_status.bad_request("DeleteOptions.preconditions must be an object")
         obj = self._existing(call)
-        _check_preconditions(call, obj, options.get("preconditions") or {})
+        _check_preconditions(call, obj, preconditions)
         if call.rtype.kind != "Pod":
             self.store.delete(call.rtype, call.namespace or "", call.name)
             return 200, _success(call.rtype, call.name, obj["metadata"]["uid"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ from app.simulate.kube_resources import GROUPS, SUBRESOURCES, ResourceType, reso
 from app.simulate.kube_selectors import object_filter
 from app.simulate.kube_status import ApiError
 from app.simulate.kube_watch import WatchRequest, open_stream
+
+log = logging.getLogger(__name__)
 
 KUBE_VERSION = {
     "major": "1",
@@ -151,7 +154,7 @@ async def _read_json(request: Request) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise kube_status.bad_request(
             f"couldn't get version/kind; json parse error: {str(error)[:200]}"
         ) from None
@@ -176,6 +179,12 @@ class KubeHttp:
             return await self._serve(request)
         except ApiError as error:
             return error_response(error)
+        except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as error:
+            # Hostile input that slipped past validation must still get a Status, never a bare 500 page.
+            log.warning("fake apiserver failed on %s %s: %r", request.method, request.url.path, error)
+            return error_response(
+                kube_status.internal_error(f"Internal error occurred: {type(error).__name__}")
+            )
 
     async def _serve(self, request: Request) -> Response:
         path = request.url.path

@@ -315,3 +315,57 @@ def test_helpers_create_through_validation_and_force_state(fake_kube: FakeKubeAP
     assert fake_kube.get("pods", "web")["status"]["phase"] == "Running"
     fake_kube.remove("pods", "web")
     assert fake_kube.list("pods") == []
+
+
+HOSTILE_WRITES = {
+    "deeply-nested-json": ("POST", "/pods", "[" * 100_000 + "]" * 100_000, "application/json", 400),
+    "patch-replaces-metadata": (
+        "PATCH",
+        "/pods/web",
+        '{"metadata": "x"}',
+        "application/strategic-merge-patch+json",
+        422,
+    ),
+    "patch-containers-not-a-list": (
+        "PATCH",
+        "/pods/web",
+        '{"spec": {"containers": "x"}}',
+        "application/strategic-merge-patch+json",
+        422,
+    ),
+    "merge-patch-a-string": ("PATCH", "/pods/web", '"str"', "application/merge-patch+json", 422),
+    "json-patch-not-a-list": ("PATCH", "/pods/web", '{"op": "add"}', "application/json-patch+json", 422),
+    "put-name-not-a-string": ("PUT", "/pods/web", '{"metadata": {"name": 5}}', "application/json", 400),
+    "put-spec-not-an-object": (
+        "PUT",
+        "/pods/web",
+        '{"metadata": {"name": "web"}, "spec": 3}',
+        "application/json",
+        422,
+    ),
+    "status-not-an-object": (
+        "PUT",
+        "/pods/web/status",
+        '{"metadata": {"name": "web"}, "status": "x"}',
+        "application/json",
+        422,
+    ),
+    "grace-not-a-number": ("DELETE", "/pods/web?gracePeriodSeconds=soon", "", "application/json", 400),
+    "preconditions-not-an-object": ("DELETE", "/pods/web", '{"preconditions": "x"}', "application/json", 400),
+    "binding-without-target": ("POST", "/pods/web/binding", "[]", "application/json", 422),
+    "limit-not-a-number": ("GET", "/pods?limit=many", "", "application/json", 400),
+    "timeout-not-a-number": ("GET", "/pods?watch=true&timeoutSeconds=x", "", "application/json", 400),
+    "unknown-subresource": ("GET", "/pods/web/exec", "", "application/json", 404),
+    "method-not-allowed": ("POST", "/pods/web", "{}", "application/json", 405),
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status"), HOSTILE_WRITES.values(), ids=HOSTILE_WRITES.keys()
+)
+def test_hostile_requests_get_a_status_body_not_a_crash(fake_kube, method, path, body, content_type, status):
+    fake_kube.create("pods", make_pod("web"))
+    url = f"{fake_kube.url}/api/v1/namespaces/default{path}"
+    response = httpx.request(method, url, content=body, headers={"content-type": content_type})
+    assert response.status_code == status
+    assert response.json()["kind"] == "Status" and response.json()["code"] == status
