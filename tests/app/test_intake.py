@@ -83,7 +83,9 @@ async def with_loop(intake: Intake, body: Callable[[], Awaitable[None]]) -> None
 
 
 def duplicates(recorder: Recorder) -> float:
-    value = recorder.metrics.registry.get_sample_value("buildkite_controller_duplicates_avoided_total", {"stage": "intake"})
+    value = recorder.metrics.registry.get_sample_value(
+        "buildkite_controller_duplicates_avoided_total", {"stage": "intake"}
+    )
     return value or 0.0
 
 
