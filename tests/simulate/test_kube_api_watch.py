@@ -213,3 +213,30 @@ def test_the_asyncio_watch_streams_replay_and_raises_410(fake_kube):
             return seen, 0
 
     assert asyncio.run(scenario()) == (["a"], 410)
+
+
+def test_the_official_watch_resumes_after_a_dropped_stream_without_duplicates(core_v1, fake_kube):
+    version = core_v1.list_namespaced_pod("default").metadata.resource_version
+    seen: list[str] = []
+    arrived = threading.Condition()
+    watcher = watch.Watch()
+
+    def consume() -> None:
+        # No timeout_seconds: the client re-watches from its last resourceVersion when a stream ends.
+        for event in watcher.stream(core_v1.list_namespaced_pod, "default", resource_version=version):
+            with arrived:
+                seen.append(event["object"].metadata.name)
+                arrived.notify_all()
+            if len(seen) == 2:
+                watcher.stop()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    fake_kube.create("pods", make_pod("before-drop"))
+    with arrived:
+        assert arrived.wait_for(lambda: seen, timeout=5)
+    assert fake_kube.drop_watches("pods") == 1
+    fake_kube.create("pods", make_pod("after-drop"))
+    consumer.join(timeout=5)
+    assert seen == ["before-drop", "after-drop"]
+    assert fake_kube.request_count("watch", "pods") == 2
