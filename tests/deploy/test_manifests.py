@@ -2,7 +2,8 @@
 
 Input: deploy/base and deploy/overlays/example, rendered by tests/deploy/kustomize.py (fixtures in
 conftest.py), plus deploy/base/secret.example.yaml, which is deliberately not part of the kustomization.
-Every object is checked against the strict Kubernetes JSON schemas of kubernetes-validate.
+Every object is checked against the strict Kubernetes JSON schemas of kubernetes-validate, and the Role
+against `app.kube.REQUIRED_RBAC`, the set of (API group, resource, verb) the controller's code uses.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app.kube import REQUIRED_RBAC
 from tests.deploy.conftest import BASE, DEPLOY, REPO, SECRET_EXAMPLE
 
 Obj = dict[str, Any]
@@ -22,14 +24,6 @@ Obj = dict[str, Any]
 SCHEMA_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
 CONFIG_DIR = "/etc/buildkite-controller"
 WEBHOOK_PATH = "/webhooks/buildkite"
-# What the controller does with the API (app/kube.py will export it as REQUIRED_RBAC; until it exists
-# the set is written here): pods are created, watched, read, patched and deleted; the plugin's
-# podTemplate is read; events are listed for failure reasons; a Lease is used for leader election.
-REQUIRED_RBAC: frozenset[tuple[str, str, str]] = frozenset(
-    {("", "pods", verb) for verb in ("get", "list", "watch", "create", "delete", "patch")}
-    | {("", "podtemplates", "get"), ("", "events", "list")}
-    | {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")}
-)
 
 
 def one(objects: list[Obj], kind: str) -> Obj:
@@ -227,6 +221,7 @@ def rbac_triples(role: Obj) -> set[tuple[str, str, str]]:
 
 
 def test_role_grants_exactly_what_the_controller_uses(overlay_objects: list[Obj]) -> None:
+    # app/kube.py is the only importer of `kubernetes`; its REQUIRED_RBAC lists every call it makes.
     assert rbac_triples(one(overlay_objects, "Role")) == REQUIRED_RBAC
 
 
