@@ -70,8 +70,9 @@ class Confirmer:
             return
         finally:
             self._record_budget()
-        jobs = [record for uuid in uuids if (record := self._keep(uuid, records.get(uuid)))]
-        await self.accept(jobs)
+        kept = [record for uuid in uuids if (record := self._keep(uuid, records.get(uuid)))]
+        if kept:  # already filtered: going through accept() would count each job twice
+            await self._admit([to_job(record) for record in kept])
 
     async def accept(self, records: Sequence[JobRecord]) -> None:
         """Records known to be current (from a confirm or a sweep page): filter, then admit."""
