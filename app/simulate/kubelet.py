@@ -49,8 +49,12 @@ class PodRun:
 
     plan: PodPlan
     pod_ip: str
+    namespace: str
+    name: str
+    started: float  # clock() when first seen: activeDeadlineSeconds counts from here (status.startTime)
     times: list[str] = field(default_factory=list)
     deleted_at: int | None = None
+    deadline_at: int | None = None
 
     @property
     def tick(self) -> int:
@@ -112,7 +116,10 @@ class SimulatedKubelet:
                 alive.add(pod["metadata"]["uid"])
                 self._handle(pod)
             for uid in set(self._runs) - alive:
-                del self._runs[uid]
+                run = self._runs.pop(uid)
+                if run.deleted_at is not None:
+                    # Stopped last step (so now terminal, and no longer listed): finish the deletion.
+                    self._remove(run.namespace, run.name, uid)
 
     def step_until(self, condition: Callable[[], bool], *, max_steps: int = 50) -> int:
         """Step until `condition()` holds; returns the steps taken (AssertionError after `max_steps`)."""
@@ -186,16 +193,19 @@ class SimulatedKubelet:
         self._advance(pod, run, deleting=deleting)
 
     def _advance(self, pod: Json, run: PodRun, *, deleting: bool) -> None:
-        now = rfc3339(self.clock())
+        clock = self.clock()
+        now = rfc3339(clock)
         run.times.append(now)
         if deleting and run.deleted_at is None:
             run.deleted_at = run.tick
+        deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if deadline is not None and run.deadline_at is None and clock - run.started >= deadline:
+            run.deadline_at = run.tick
         if run.deleted_at is not None and run.tick > run.deleted_at:
-            self._remove(pod)
+            self._remove(run.namespace, run.name, pod["metadata"]["uid"])
             return
-        status = render_status(
-            pod, run.plan, Moment(run.tick, run.times, run.deleted_at), pod_ip=run.pod_ip, host_ip="10.0.0.1"
-        )
+        moment = Moment(run.tick, run.times, run.deleted_at, run.deadline_at)
+        status = render_status(pod, run.plan, moment, pod_ip=run.pod_ip, host_ip="10.0.0.1")
         previous = pod.get("status") or {}
         changed = any(previous.get(k) != v for k, v in status.items())
         if changed and not self._patch_status(pod, status):
@@ -219,7 +229,8 @@ class SimulatedKubelet:
             exists=lambda kind, name: self._exists(pod["metadata"]["namespace"], kind, name),
         )
         ip, self._next_ip = f"10.244.0.{self._next_ip % 250 + 2}", self._next_ip + 1
-        return PodRun(plan, ip)
+        meta = pod["metadata"]
+        return PodRun(plan, ip, meta["namespace"], meta["name"], self.clock())
 
     def _schedule(self, pod: Json) -> None:
         meta = pod["metadata"]
@@ -272,7 +283,10 @@ class SimulatedKubelet:
 
     def _list_pods(self) -> list[Json]:
         path = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
-        response = self._call("GET", path)
+        # Finished pods need nothing more from a kubelet (the apiserver deletes them at once), and
+        # leaving them out keeps each step cheap when thousands of jobs have run.
+        params = {"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"}
+        response = self._call("GET", path, params=params)
         return response.json().get("items", []) if response is not None else []
 
     def _exists(self, namespace: str, kind: str, name: str) -> bool:
@@ -288,15 +302,15 @@ class SimulatedKubelet:
         body = {"metadata": {"uid": pod["metadata"]["uid"]}, "status": status}
         return self._call("PATCH", f"{self._pod_path(pod)}/status", json=body, headers=headers) is not None
 
-    def _remove(self, pod: Json) -> None:
+    def _remove(self, namespace: str, name: str, uid: str) -> None:
         options = {
             "kind": "DeleteOptions",
             "apiVersion": "v1",
             "gracePeriodSeconds": 0,
-            "preconditions": {"uid": pod["metadata"]["uid"]},
+            "preconditions": {"uid": uid},
         }
-        self._call("DELETE", self._pod_path(pod), json=options)
-        self._runs.pop(pod["metadata"]["uid"], None)
+        self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", json=options)
+        self._runs.pop(uid, None)
 
     def _post_events(self, pod: Json, events: Sequence[KubeEvent], now: str) -> None:
         for event in events:

@@ -21,6 +21,10 @@ Json = dict[str, Any]
 EVICTION_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. "
 DELETED_EXIT_CODE = 143  # SIGTERM
 EVICTED_EXIT_CODE = 137  # SIGKILL
+POD_REASONS = {
+    "Evicted": EVICTION_MESSAGE,
+    "DeadlineExceeded": "Pod was active on the node longer than the specified deadline",
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Moment:
     tick: int
     times: Sequence[str]
     deleted_at: int | None = None
+    deadline_at: int | None = None  # the tick activeDeadlineSeconds ran out
 
 
 def _digest(text: str) -> str:
@@ -45,20 +50,23 @@ def natural_end(plan: PodPlan) -> int | None:
     return None if not ends or None in ends else max(e for e in ends if e is not None)
 
 
-def kill_tick(plan: PodPlan, moment: Moment) -> tuple[int | None, bool]:
-    """When running containers are killed (deletion or eviction) and whether it is an eviction."""
+def kill_tick(plan: PodPlan, moment: Moment) -> tuple[int | None, str]:
+    """When running containers are killed, and why: "Evicted", "DeadlineExceeded", "Deleted" or ""."""
     finished = natural_end(plan)
-    candidates = []
-    if plan.evict_at is not None and (finished is None or plan.evict_at < finished):
-        candidates.append((plan.evict_at, True))
-    if moment.deleted_at is not None and (finished is None or moment.deleted_at < finished):
-        candidates.append((moment.deleted_at, False))
-    return min(candidates) if candidates else (None, False)
+    causes = (
+        (plan.evict_at, "Evicted"),
+        (moment.deadline_at, "DeadlineExceeded"),
+        (moment.deleted_at, "Deleted"),
+    )
+    candidates = [
+        (tick, cause) for tick, cause in causes if tick is not None and (finished is None or tick < finished)
+    ]
+    return min(candidates) if candidates else (None, "")
 
 
 def container_state(c: ContainerPlan, plan: PodPlan, moment: Moment) -> Json:
     t = moment.tick
-    killed_at, evicted = kill_tick(plan, moment)
+    killed_at, cause = kill_tick(plan, moment)
     if c.blocker is not None and c.blocked_from is not None and t >= c.blocked_from:
         return {"waiting": _blocked(c, t - c.blocked_from)}
     if c.start is None or t < c.start or (killed_at is not None and killed_at <= c.start):
@@ -68,7 +76,7 @@ def container_state(c: ContainerPlan, plan: PodPlan, moment: Moment) -> Json:
         end, exit_code = natural_end(plan), 0
     if killed_at is not None and (end is None or killed_at < end):
         end, reason = killed_at, "Error"
-        exit_code = EVICTED_EXIT_CODE if evicted else DELETED_EXIT_CODE
+        exit_code = EVICTED_EXIT_CODE if cause == "Evicted" else DELETED_EXIT_CODE
     started = moment.times[c.start]
     if end is None or t < end:
         return {"running": {"startedAt": started}}
@@ -114,21 +122,21 @@ def container_status(c: ContainerPlan, plan: PodPlan, moment: Moment) -> Json:
     return status
 
 
-def phase_of(plan: PodPlan, statuses: Mapping[str, Json], moment: Moment) -> tuple[str, bool]:
-    """The pod phase and whether it is an eviction."""
-    killed_at, evicted = kill_tick(plan, moment)
-    if evicted and killed_at is not None and moment.tick >= killed_at:
-        return "Failed", True
+def phase_of(plan: PodPlan, statuses: Mapping[str, Json], moment: Moment) -> tuple[str, str]:
+    """The pod phase, and the pod-level reason when the kubelet ended it (Evicted, DeadlineExceeded)."""
+    killed_at, cause = kill_tick(plan, moment)
+    if cause in POD_REASONS and killed_at is not None and moment.tick >= killed_at:
+        return "Failed", cause
     for c in plan.init:
         terminated = statuses[c.name]["state"].get("terminated")
         if not c.is_sidecar and terminated and terminated["exitCode"] != 0:
-            return "Failed", False
+            return "Failed", ""
     main = [statuses[c.name]["state"] for c in plan.main]
     if all("terminated" in s for s in main):
-        return ("Succeeded" if all(s["terminated"]["exitCode"] == 0 for s in main) else "Failed"), False
+        return ("Succeeded" if all(s["terminated"]["exitCode"] == 0 for s in main) else "Failed"), ""
     if all("waiting" not in s for s in main):
-        return "Running", False
-    return "Pending", False
+        return "Running", ""
+    return "Pending", ""
 
 
 def _condition(
@@ -206,11 +214,11 @@ def render_status(
     """The complete `status` the kubelet reports for `pod` at `moment`."""
     previous: Json = pod.get("status") or {}
     statuses = {c.name: container_status(c, plan, moment) for c in plan.containers}
-    phase, evicted = phase_of(plan, statuses, moment)
+    phase, reason = phase_of(plan, statuses, moment)
     status: Json = {
         "phase": phase,
         "conditions": conditions_of(
-            plan, statuses, phase, moment, previous.get("conditions") or [], evicted=evicted
+            plan, statuses, phase, moment, previous.get("conditions") or [], evicted=reason == "Evicted"
         ),
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
@@ -222,6 +230,6 @@ def render_status(
     }
     if plan.init:
         status["initContainerStatuses"] = [statuses[c.name] for c in plan.init]
-    if evicted:
-        status.update(reason="Evicted", message=EVICTION_MESSAGE)
+    if reason:
+        status.update(reason=reason, message=POD_REASONS[reason])
     return status

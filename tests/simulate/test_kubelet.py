@@ -274,3 +274,20 @@ def test_a_crash_of_the_background_loop_surfaces_on_stop(fake_kube):
             if node._failure is not None:
                 break
         node.close()
+
+
+def test_active_deadline_seconds_fails_the_pod_by_the_injected_clock(fake_kube):
+    now = [1_700_000_000.0]
+    _create(fake_kube, annotations={"kubelet.simulate/container.main": "forever"}, activeDeadlineSeconds=30)
+    with SimulatedKubelet(fake_kube.url, clock=lambda: now[0]) as node:
+        node.step_until(lambda: _phase(fake_kube) == "Running")
+        assert fake_kube.get("pods", "job")["status"]["startTime"] == "2023-11-14T22:13:20Z"
+        now[0] += 29
+        node.step()
+        assert _phase(fake_kube) == "Running"
+        now[0] += 1
+        node.step()
+    status = fake_kube.get("pods", "job")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert status["message"] == "Pod was active on the node longer than the specified deadline"
+    assert _state(fake_kube, "main")[1]["finishedAt"] == "2023-11-14T22:13:50Z"
