@@ -1,4 +1,4 @@
-"""The ``buildkite-controller`` command: ``serve`` (the default), ``render`` and ``lint``."""
+"""The ``buildkite-controller`` command: ``serve`` (the default), ``render``, ``lint`` and ``simulate``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app.cli_render import add_render_commands
 
     add_render_commands(commands)
+    from app.simulate.cli import add_simulate_command
+
+    add_simulate_command(commands)
     return parser
 
 

@@ -17,8 +17,9 @@ from starlette.types import ASGIApp
 class LoopbackServer:
     """One uvicorn server in a daemon thread; `start()` returns its base URL."""
 
-    def __init__(self, app: ASGIApp, *, name: str = "fake-server") -> None:
+    def __init__(self, app: ASGIApp, *, name: str = "fake-server", port: int = 0) -> None:
         self.app = app
+        self.port = port  # 0: any free port (tests); a fixed one for the `simulate` command's flag
         self.name = name
         self.base_url: str | None = None
         self._server: uvicorn.Server | None = None
@@ -32,7 +33,12 @@ class LoopbackServer:
         # Accepted sockets inherit this. Without it uvicorn's separate header and body writes meet
         # Nagle plus the client's delayed ACK: every response with a body took ~45 ms instead of ~1 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self.port))
+        except OSError:
+            sock.close()  # a fixed port may be taken
+            raise
         sock.listen(128)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)

@@ -47,6 +47,7 @@ class FakeKubeAPI:
         bookmark_interval: float = 1.0,
         watch_timeout: float = 1800.0,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.clock = clock
         self.store = Store(clock=clock, history_size=history_size)
@@ -57,6 +58,7 @@ class FakeKubeAPI:
             self.handlers, self.faults, bookmark_interval=bookmark_interval, watch_timeout=watch_timeout
         )
         self._host = host
+        self._port = port  # 0: any free port (tests); a fixed one for the `simulate` command's flag
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -74,7 +76,11 @@ class FakeKubeAPI:
         # Accepted connections inherit TCP_NODELAY; without it Nagle + delayed ACK adds ~40 ms per
         # response (asyncio does not set it on sockets handed to uvicorn).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self._host, 0))
+        try:
+            sock.bind((self._host, self._port))
+        except OSError:
+            sock.close()  # a fixed port may be taken
+            raise
         port = sock.getsockname()[1]
         self.url = f"http://{self._host}:{port}"
         self.http.server_address = f"{self._host}:{port}"

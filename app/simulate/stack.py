@@ -1,0 +1,103 @@
+"""`Simulation`: the fake cluster and the fake Buildkite started together, as `simulate` runs them.
+
+Input: `SimulationOptions` (from the command's flags). Output: both fakes served on loopback, a kubeconfig
+file aimed at the fake apiserver, optional demo jobs, and `info()` — everything a controller (or a test
+in another process) needs to connect: URLs, tokens, organisation, queue, kubeconfig path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.simulate import simulate_control
+from app.simulate.buildkite_server import FakeBuildkite
+from app.simulate.buildkite_thread import LoopbackServer
+from app.simulate.kube_api import FakeKubeAPI
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    kube_port: int = 0
+    buildkite_port: int = 0
+    kubeconfig_out: str | None = None  # None: a file in a fresh temporary directory
+    namespace: str = "buildkite"
+    queue: str = "kubernetes"
+    jobs: int = 0  # demo jobs created at start, in `queue`
+    # Buildkite's real budget is 20,000 points per 5 minutes; load tests raise it to measure the controller.
+    points_limit: int = 20_000
+
+
+def kubeconfig_document(url: str, namespace: str) -> dict[str, Any]:
+    """A kubeconfig with one context aimed at `url`; the fake accepts any bearer token."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "simulated", "cluster": {"server": url}}],
+        "users": [{"name": "simulated", "user": {"token": "simulated-token"}}],
+        "contexts": [
+            {
+                "name": "simulated",
+                "context": {"cluster": "simulated", "user": "simulated", "namespace": namespace},
+            }
+        ],
+        "current-context": "simulated",
+    }
+
+
+class Simulation:
+    """Both fakes, started by `start()` and stopped by `stop()`; see the module docstring."""
+
+    def __init__(self, options: SimulationOptions) -> None:
+        self.options = options
+        self.kube = FakeKubeAPI(port=options.kube_port)
+        self.buildkite = FakeBuildkite(points_limit=options.points_limit)
+        self._buildkite_server = LoopbackServer(
+            self.buildkite.app, name="fake-buildkite", port=options.buildkite_port
+        )
+        self.kubeconfig = Path(options.kubeconfig_out or _temporary_kubeconfig())
+        self.job_ids: list[str] = []
+
+    def start(self) -> dict[str, Any]:
+        simulate_control.install(self.buildkite, self.kube)
+        self.kube.start()
+        try:
+            # The fake's own start() binds any port; serving its app here honours --buildkite-port.
+            self.buildkite.url = self._buildkite_server.start()
+        except BaseException:
+            self.kube.stop()
+            raise
+        self.kubeconfig.write_text(yaml.safe_dump(kubeconfig_document(self.kube.url, self.options.namespace)))
+        agents = {"queue": self.options.queue}
+        self.job_ids = [self.buildkite.add_job(agents=agents) for _ in range(self.options.jobs)]
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        bk = self.buildkite
+        return {
+            "pid": os.getpid(),
+            "kube_url": self.kube.url,
+            "kubeconfig": str(self.kubeconfig),
+            "namespace": self.options.namespace,
+            "buildkite_url": bk.url,
+            "graphql_endpoint": bk.graphql_url,
+            "agent_endpoint": bk.agent_endpoint,
+            "token": bk.api_token,
+            "agent_token": bk.agent_token,
+            "org": bk.org.slug,
+            "queue": self.options.queue,
+            "job_ids": self.job_ids,
+        }
+
+    def stop(self) -> None:
+        self._buildkite_server.stop()
+        self.kube.stop()
+
+
+def _temporary_kubeconfig() -> str:
+    return str(Path(tempfile.mkdtemp(prefix="buildkite-simulate-")) / "kubeconfig")
