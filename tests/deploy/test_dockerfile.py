@@ -2,17 +2,15 @@
 
 Input: the repository's `Dockerfile` (read by tests/deploy/dockerfile.py), `.dockerignore`,
 `pyproject.toml` and deploy/base/deployment.yaml, whose pod must agree with the image (UID, port,
-command). No Docker engine exists here, so the slow test at the end does what the builder and final
-stages do: build the wheel, install it into a fresh virtualenv, and run the console script.
+command). No Docker engine exists here, so the slow tests at the end do what the builder and final
+stages do (tests/deploy/imageenv.py): build the wheel, install it into a fresh virtualenv that can
+import only the image's packages, and run the console script.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-import sysconfig
 import tomllib
 import zipfile
 from pathlib import Path
@@ -24,6 +22,7 @@ import yaml
 from tests.deploy.conftest import BASE, REPO
 from tests.deploy.dockerfile import DockerfileError, Stage, parse
 from tests.deploy.dockerignore import is_admitted, rules
+from tests.deploy.imageenv import build_wheel, image_venv
 
 PYTHON_BASE = "python:3.11-slim"
 
@@ -156,52 +155,17 @@ def test_dockerfile_reader_joins_continuations_and_resolves_global_args() -> Non
     assert (run.flags, run.value, run.line) == ({"mount": ["type=x"]}, "a b", 5)
 
 
-def _build_wheel(tmp: Path) -> Path:
-    """`pip wheel --no-deps` on a copy of the package sources, as the builder stage sees them."""
-    source = tmp / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
-    for package in ("app", "podspec"):
-        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp / "dist"), str(source)], check=True)
-    (wheel,) = (tmp / "dist").glob("buildkite_controller-*.whl")
-    return wheel
-
-
-def _fresh_venv(tmp: Path, wheel: Path) -> Path:
-    """A new virtualenv holding only our wheel; dependencies come from this test's environment."""
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    # Appended after the venv's own site-packages, so `app` is found in the wheel's copy first; the
-    # host's .pth files (an editable install of this repo) are not processed from a plain path line.
-    host = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    (site / "host_dependencies.pth").write_text("\n".join(sorted(host)) + "\n")
-    pip = [
-        sys.executable,
-        "-m",
-        "pip",
-        "--disable-pip-version-check",
-        "--quiet",
-        "--python",
-        str(venv / "bin/python"),
-    ]
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", str(wheel)], check=True)
-    return venv
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("wheel")
-    wheel = _build_wheel(tmp)
-    return wheel, _fresh_venv(tmp, wheel)
+    tmp = tmp_path_factory.mktemp("image")
+    wheel = build_wheel(REPO, tmp)
+    return wheel, image_venv(REPO, tmp, wheel)
 
 
-def _clean_env(venv: Path) -> dict[str, str]:
+def in_image(venv: Path, tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
-    return env | {"PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "PYTHONDONTWRITEBYTECODE": "1"}
+    env |= {"PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.slow
@@ -213,21 +177,27 @@ def test_wheel_holds_the_two_packages_and_no_tests(installed: tuple[Path, Path])
 
 
 @pytest.mark.slow
-def test_wheel_installed_in_a_fresh_virtualenv_runs_its_console_script(
-    installed: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_console_script_of_the_installed_wheel_runs(installed: tuple[Path, Path], tmp_path: Path) -> None:
     _, venv = installed
-    env = _clean_env(venv)
-    script = venv / "bin" / "buildkite-controller"
-    result = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = in_image(venv, tmp_path, str(venv / "bin" / "buildkite-controller"), "--help")
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout
-    where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import app, podspec; print(app.__file__, podspec.__file__)"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert all(Path(path).is_relative_to(venv) for path in where), where
+
+
+@pytest.mark.slow
+def test_serve_imports_only_what_the_image_installs(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    _, venv = installed
+    code = "import app.serve, app.main, podspec; print(app.serve.__file__, podspec.__file__)"
+    result = in_image(venv, tmp_path, str(venv / "bin" / "python"), "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert all(Path(path).is_relative_to(venv) for path in result.stdout.split()), result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["pytest", "kubernetes_validate", "pip", "setuptools"])
+def test_image_environment_lacks_dev_and_build_packages(
+    installed: tuple[Path, Path], tmp_path: Path, module: str
+) -> None:
+    _, venv = installed
+    result = in_image(venv, tmp_path, str(venv / "bin" / "python"), "-c", f"import {module}")
+    assert result.returncode == 1 and "not in the container image" in result.stderr
