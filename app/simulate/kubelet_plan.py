@@ -7,6 +7,8 @@ A container can be blocked before it starts, for the reasons a real kubelet repo
 image reference (InvalidImageName), `imagePullPolicy: Never` with the image absent
 (ErrImageNeverPull), a missing Secret/ConfigMap (CreateContainerConfigError) or a failed pull
 (ErrImagePull, alternating with ImagePullBackOff). Pure: the kubelet supplies which references exist.
+Container restarts are not simulated (every container runs once, as under `restartPolicy: Never`, which
+is what job pods use), and Secret/ConfigMap presence is checked once, when the plan is made.
 """
 
 from __future__ import annotations

@@ -369,3 +369,10 @@ def test_hostile_requests_get_a_status_body_not_a_crash(fake_kube, method, path,
     response = httpx.request(method, url, content=body, headers={"content-type": content_type})
     assert response.status_code == status
     assert response.json()["kind"] == "Status" and response.json()["code"] == status
+
+
+def test_wait_for_polls_until_the_condition_holds_or_times_out(fake_kube):
+    fake_kube.create("pods", make_pod("web"))
+    assert fake_kube.wait_for("pods", "web", lambda pod: pod is not None)["metadata"]["name"] == "web"
+    with pytest.raises(TimeoutError, match="pods/web never satisfied the condition"):
+        fake_kube.wait_for("pods", "web", lambda pod: pod is None, timeout=0.05)
