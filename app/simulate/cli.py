@@ -1,9 +1,10 @@
 """`buildkite-controller simulate`: a fake cluster and a fake Buildkite to run the controller against.
 
-Starts the fake kube-apiserver and the fake Buildkite on loopback, writes a kubeconfig for the former,
-prints ONE JSON line on stdout (URLs, tokens, organisation, queue, kubeconfig path, demo job ids), then
-serves until SIGTERM or SIGINT and exits 0. Drive it over HTTP: the Kubernetes API itself, the fake
-Buildkite's `/_test/...` control API, and the bulk routes of `simulate_control`. For example:
+Starts the fake kube-apiserver (with a simulated node unless `--no-kubelet`) and the fake Buildkite on
+loopback, writes a kubeconfig for the former, prints ONE JSON line on stdout (URLs, tokens,
+organisation, queue, kubeconfig path, demo job ids), then serves until SIGTERM or SIGINT and exits 0.
+Drive it over HTTP: the Kubernetes API itself, the fake Buildkite's `/_test/...` control API, and the
+bulk routes of `simulate_control`. For example:
 
     buildkite-controller simulate --kubeconfig-out /tmp/kc --jobs 5 > sim.json &
     BUILDKITE_TOKEN=$(jq -r .token sim.json) ... buildkite-controller serve --kubeconfig /tmp/kc ...
@@ -32,6 +33,12 @@ def add_simulate_command(commands: Any) -> None:
     parser.add_argument("--queue", default="kubernetes", help="queue of the demo jobs")
     parser.add_argument("--jobs", type=_count, default=0, help="demo jobs to create at start")
     parser.add_argument("--points-limit", type=_positive, default=20_000, help="GraphQL points per 5 minutes")
+    parser.add_argument(
+        "--kubelet",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the simulated node that drives pods to completion (off for load tests)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -44,6 +51,7 @@ def run(namespace: argparse.Namespace) -> int:
         queue=namespace.queue,
         jobs=namespace.jobs,
         points_limit=namespace.points_limit,
+        kubelet=namespace.kubelet,
     )
     stop = threading.Event()
     # Handlers first: a signal that arrives while the fakes start must still end the command cleanly.

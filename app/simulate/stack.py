@@ -19,6 +19,7 @@ from app.simulate import simulate_control
 from app.simulate.buildkite_server import FakeBuildkite
 from app.simulate.buildkite_thread import LoopbackServer
 from app.simulate.kube_api import FakeKubeAPI
+from app.simulate.kubelet import SimulatedKubelet
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class SimulationOptions:
     jobs: int = 0  # demo jobs created at start, in `queue`
     # Buildkite's real budget is 20,000 points per 5 minutes; load tests raise it to measure the controller.
     points_limit: int = 20_000
+    # The simulated node runs pods to completion. Off for load tests: no agent acquires the jobs,
+    # so finished pods would be cleaned up and their still-scheduled jobs picked up again.
+    kubelet: bool = True
+    kubelet_tick_seconds: float = 0.2
 
 
 def kubeconfig_document(url: str, namespace: str) -> dict[str, Any]:
@@ -62,6 +67,7 @@ class Simulation:
         )
         self.kubeconfig = Path(options.kubeconfig_out or _temporary_kubeconfig())
         self.job_ids: list[str] = []
+        self.kubelet: SimulatedKubelet | None = None
 
     def start(self) -> dict[str, Any]:
         simulate_control.install(self.buildkite, self.kube)
@@ -73,6 +79,13 @@ class Simulation:
             self.kube.stop()
             raise
         self.kubeconfig.write_text(yaml.safe_dump(kubeconfig_document(self.kube.url, self.options.namespace)))
+        if self.options.kubelet:
+            self.kubelet = SimulatedKubelet(
+                self.kube.url,
+                namespace=self.options.namespace,
+                tick_seconds=self.options.kubelet_tick_seconds,
+            )
+            self.kubelet.start()
         agents = {"queue": self.options.queue}
         self.job_ids = [self.buildkite.add_job(agents=agents) for _ in range(self.options.jobs)]
         return self.info()
@@ -91,10 +104,13 @@ class Simulation:
             "agent_token": bk.agent_token,
             "org": bk.org.slug,
             "queue": self.options.queue,
+            "kubelet": self.kubelet.node_name if self.kubelet is not None else None,
             "job_ids": self.job_ids,
         }
 
     def stop(self) -> None:
+        if self.kubelet is not None:
+            self.kubelet.close()
         self._buildkite_server.stop()
         self.kube.stop()
 

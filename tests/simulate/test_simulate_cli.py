@@ -15,6 +15,7 @@ import pytest
 
 from app.cli import main
 from app.simulate.process import SimulateProcess, read_line, terminate
+from tests.flow.harness import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +75,29 @@ def test_the_kubeconfig_reaches_the_fake_apiserver_and_pods_show_in_the_summary(
     creates_before = sim.request_count("create", "pods")
     core_v1.create_namespaced_pod("buildkite", pod_manifest("summary-pod", "job-1"))
     summary = {pod["name"]: pod for pod in sim.pods()}
-    assert summary["summary-pod"] == {
-        "name": "summary-pod",
-        "job_uuid": "job-1",
-        "phase": "Pending",
-        "deleting": False,
-    }
+    assert summary["summary-pod"]["job_uuid"] == "job-1"
+    assert summary["summary-pod"]["deleting"] is False
     assert sim.request_count("create", "pods") == creates_before + 1
+
+
+def test_the_simulated_kubelet_runs_pods_to_completion(
+    sim: SimulateProcess, core_v1: kubernetes.client.CoreV1Api
+) -> None:
+    assert sim.info["kubelet"] == "node-1"
+    core_v1.create_namespaced_pod("buildkite", pod_manifest("runs-pod", "job-2"))
+    wait_until(
+        lambda: {p["name"]: p["phase"] for p in sim.pods()}.get("runs-pod") == "Succeeded",
+        what="the kubelet to finish the pod",
+    )
+
+
+def test_without_the_kubelet_pods_stay_pending(tmp_path: Path) -> None:
+    with SimulateProcess(tmp_path, extra_args=["--no-kubelet"]) as process:
+        assert process.info["kubelet"] is None
+        client = kubernetes.config.new_client_from_config(config_file=process.info["kubeconfig"])
+        with client:
+            kubernetes.client.CoreV1Api(client).create_namespaced_pod("buildkite", pod_manifest("p", "j"))
+        assert [pod["phase"] for pod in process.pods()] == ["Pending"]
 
 
 def test_bulk_jobs_and_their_webhook_bodies_come_back_in_order(sim: SimulateProcess) -> None:
