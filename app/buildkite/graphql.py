@@ -47,6 +47,7 @@ from app.buildkite.retry import (
     Sleep,
     budget_from_headers,
     classify,
+    retry_after_seconds,
     short_body,
     transport_retry,
 )
@@ -78,8 +79,11 @@ class GraphQLClient:
         self._url = url
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._loop = RetryLoop(retry, sleep=sleep, rng=rng)
+        self._sleep = sleep
         self._clock = clock
         self.budget: RateBudget | None = None
+        # A 429 means the organization's budget is spent: every call waits, not just the one refused.
+        self._paused_until = 0.0
 
     def __repr__(self) -> str:
         return f"GraphQLClient(url={self._url!r})"  # never the token
@@ -134,9 +138,16 @@ class GraphQLClient:
         """
 
         async def attempt(number: int) -> dict[str, Any]:
+            if number == 0:  # a retry already waited out the 429 that paused us
+                await self._wait_out_pause()
             return await self._attempt(document, partial_ok=partial_ok)
 
         return await self._loop.run(attempt, what=f"GraphQL {document.operation_name}")
+
+    async def _wait_out_pause(self) -> None:
+        pause = self._paused_until - self._clock()
+        if pause > 0:
+            await self._sleep(pause)
 
     async def _attempt(self, document: Document, *, partial_ok: bool) -> dict[str, Any]:
         what = f"GraphQL {document.operation_name}"
@@ -153,6 +164,9 @@ class GraphQLClient:
             (time.perf_counter() - started) * 1000,
             self.budget,
         )
+        if response.status_code == 429:
+            wait = retry_after_seconds(response.headers, or_reset=True) or 0.0
+            self._paused_until = max(self._paused_until, self._clock() + wait)
         _raise_for_status(response, what=what)
         return _data_of(_envelope(response, what=what), what=what, partial_ok=partial_ok)
 

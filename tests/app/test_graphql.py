@@ -277,6 +277,19 @@ def test_429_with_retry_after_is_honoured_then_retried() -> None:
     assert len(recorder.requests) == 2
 
 
+def test_a_429_pauses_every_later_call_not_only_the_refused_one() -> None:
+    # The organization's budget is shared: after a 429 the next, unrelated call waits too.
+    recorder = Recorder()
+    handler = sequence(httpx.Response(429, headers={"Retry-After": "4"}), ok(), ok())
+
+    async def two_calls(client: GraphQLClient) -> None:
+        await client.confirm_jobs(UUIDS[:1])
+        await client.confirm_jobs(UUIDS[:1])
+
+    run(handler, two_calls, recorder)
+    assert recorder.sleeps == [4.0, 4.0]  # the retry's own wait, then the second call's (clock stands still)
+
+
 def test_429_without_retry_after_waits_for_ratelimit_reset() -> None:
     recorder = Recorder()
     run(sequence(httpx.Response(429, headers={"RateLimit-Reset": "7"}), ok()), confirm, recorder)
