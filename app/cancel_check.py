@@ -2,15 +2,17 @@
 
 Input: job UUIDs the lifecycle runner (``app.lifecycle_runner``) wants a state for — *polled* ones
 (pending pods, so a cancelled job's pod is found even when its ``job.finished`` webhook is lost) and
-*urgent* ones (a failure whose handling depends on the state: fail, notify or just clean up) — plus
-cancellations announced by webhook. Output: ``state(uuid, now)``, the freshest known state, and
-``due_at()``, when the next GraphQL round should run.
+*urgent* ones (a failure whose handling depends on the state: fail, notify or just clean up, which
+needs a state learned after the failure was seen) — plus cancellations announced by webhook.
+Output: ``state(uuid, now)``, the freshest known state, ``is_fresh(uuid, since)``, and ``due_at()``,
+when the next GraphQL round should run.
 
 Budget: GraphQL is a shared org budget, so a round asks for every wanted job at once, one request per
 100 UUIDs (Buildkite's alias limit we chose for one reply), and polled jobs are asked at most once per
 ``interval_seconds``: a lost cancel webhook costs at most one interval. An urgent job is asked at
-once unless it was asked within the interval, so failure reports are not held back by the poll
-cadence, and a job Buildkite does not know cannot make us ask in a hot loop.
+once unless it was already asked after its failure was seen (then one interval later), so failure
+reports are not held back by the poll cadence, and a job Buildkite does not know, or an outage,
+cannot make us ask in a hot loop.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class JobStateCheck:
             raise ValueError(f"interval_seconds must be a positive number (got {interval_seconds!r})")
         self._source = source
         self._interval = interval_seconds
-        self._wanted: dict[str, bool] = {}  # lower-case uuid -> urgent
+        self._wanted: dict[str, float | None] = {}  # lower-case uuid -> needs a state learned since
         self._states: dict[str, tuple[str, float]] = {}  # lower-case uuid -> (state, when learned)
         self._asked_at: dict[str, float] = {}
         self._last_round_at = -math.inf
@@ -63,13 +65,15 @@ class JobStateCheck:
 
     # --- what the runner needs ------------------------------------------------------------------
 
-    def want(self, uuid: str, *, urgent: bool) -> None:
+    def want(self, uuid: str, *, since: float | None = None) -> None:
+        """Ask for ``uuid`` in a coming round: a poll, or urgently a state learned at or after ``since``."""
         key = uuid.lower()
         if not is_uuid(key):
             # Never sent: one malformed label would make Buildkite refuse the whole batch.
             self._states[key] = (UNKNOWN_STATE, math.inf)
             return
-        self._wanted[key] = urgent or self._wanted.get(key, False)
+        before = self._wanted.get(key)
+        self._wanted[key] = since if before is None else max(before, since or before)
 
     def drop(self, uuid: str) -> None:
         self._wanted.pop(uuid.lower(), None)
@@ -98,16 +102,22 @@ class JobStateCheck:
             return state
         return None
 
+    def is_fresh(self, uuid: str, *, since: float) -> bool:
+        """True when the known state was learned at or after ``since``, or can never change."""
+        known = self._states.get(uuid.lower())
+        return known is not None and (known[0] in TERMINAL_STATES or known[1] >= since)
+
     def due_at(self) -> float | None:
         """When the next round should run, or None when no job needs a state."""
         if not self._wanted:
             return None
         due = [self._last_round_at + self._interval]
-        due += [
-            self._asked_at.get(key, -math.inf) + self._interval
-            for key, urgent in self._wanted.items()
-            if urgent
-        ]
+        for key, since in self._wanted.items():
+            if since is None:
+                continue
+            asked_at = self._asked_at.get(key, -math.inf)
+            # Not asked since the failure: ask now. Asked, yet no usable answer: once per interval.
+            due.append(-math.inf if asked_at < since else asked_at + self._interval)
         return min(due)
 
     @property
@@ -139,7 +149,7 @@ class JobStateCheck:
         except BuildkiteError as exc:
             log.warning("job state check for %d jobs failed: %s; asking again next round", len(chunk), exc)
             for key in chunk:
-                self._wanted.setdefault(key, False)
+                self._wanted.setdefault(key, None)
             return {}
         states = {key.lower(): str(value).lower() for key, value in answer.items() if isinstance(key, str)}
         learned = {key: states.get(key, UNKNOWN_STATE) for key in chunk}

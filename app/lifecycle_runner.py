@@ -205,12 +205,18 @@ class LifecycleRunner:
         view = self._with_markers(view)
         action = decide(view, job_state=self.check.state(uuid, now=now), now=now, policy=self._policy)
         self._timers.pop(name, None)
+        if isinstance(action, CheckJobState | FailJob | Notify):
+            # Whom a failure concerns is read from a state learned after it was seen: a ``scheduled``
+            # from the last poll could hide an agent that has acquired the job since.
+            detected_at = self._detected_at.setdefault(view.uid, now)
+            if isinstance(action, CheckJobState) or not self.check.is_fresh(uuid, since=detected_at):
+                self.check.want(uuid, since=detected_at)
+                return
+        else:
+            self._detected_at.pop(view.uid, None)
         match action:
             case Keep(recheck_at=recheck_at, poll_job_state=poll):
                 self._keep(name, view, recheck_at, poll=poll)
-            case CheckJobState():
-                self._detected_at.setdefault(view.uid, now)
-                self.check.want(uuid, urgent=True)
             case Delete() if view.uid in self._deleted_uids:
                 pass  # our delete is on its way; the watch has not shown it yet
             case FailJob() | Notify() | Delete():
@@ -220,7 +226,7 @@ class LifecycleRunner:
     def _keep(self, name: str, view: PodView, recheck_at: float | None, *, poll: bool) -> None:
         uuid = view.job_uuid or ""
         if poll:
-            self.check.want(uuid, urgent=False)
+            self.check.want(uuid)
         else:
             self.check.drop(uuid)
         if recheck_at is not None:
@@ -286,8 +292,8 @@ class LifecycleRunner:
         self._attempts.pop(view.uid, None)
         if isinstance(action, FailJob):
             self._markers.setdefault(view.uid, {})["reported"] = action.reason
-            detected = self._detected_at.pop(view.uid, now)
-            self._metrics.failure_report_seconds.observe(max(0.0, now - detected))
+            detected_at = self._detected_at.pop(view.uid, now)
+            self._metrics.failure_report_seconds.observe(max(0.0, now - detected_at))
             if action.then_delete:
                 self._deleted_uids.add(view.uid)
         elif isinstance(action, Notify):

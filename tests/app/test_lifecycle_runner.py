@@ -313,6 +313,27 @@ async def test_failure_while_the_agent_owns_the_job_notifies_once_and_never_fail
     assert POD_NAME in h.kube.pods
 
 
+@scenario()
+async def test_a_scheduled_state_from_before_the_failure_is_not_trusted_to_fail_the_job(h: Harness) -> None:
+    h.kube.put_pod(pod())
+    await h.at(1)  # the poll learns `scheduled`
+    h.graphql.states[JOB_UUID] = "running"  # then the agent acquires the job
+    h.kube.put_pod(pending_with(Ctr("sidecar", "x y", waiting("InvalidImageName", "bad"))))
+    await h.at(2)
+    assert h.failer.calls == [] and POD_NAME in h.kube.pods
+    assert h.annotations() == {FAILURE_NOTIFIED_ANNOTATION: "image_pull"}
+    assert len(h.graphql.requests) == 2, "asked again at once, not after the poll interval"
+
+
+@scenario(states={})
+async def test_a_job_buildkite_does_not_know_is_asked_once_per_interval_while_it_fails(h: Harness) -> None:
+    h.kube.put_pod(pending_with(Ctr("container-0", "x y", waiting("InvalidImageName", "bad"))))
+    for second in range(3, 13):
+        await h.at(second)
+    assert len(h.graphql.requests) == 2
+    assert h.failer.calls == [] and POD_NAME in h.kube.pods
+
+
 @scenario(states={JOB_UUID: "finished"})
 async def test_failure_of_a_job_that_already_ended_just_cleans_up(h: Harness) -> None:
     h.kube.put_pod(pending_with(Ctr("container-0", state=PULL)))

@@ -35,55 +35,97 @@ def set_status(stack: Stack, uuid: str, status: Callable[[Json], Json]) -> float
     return time.monotonic()
 
 
+def container_statuses(specs: list[Json], state_of: Callable[[str], Json]) -> list[Json]:
+    return [
+        {
+            "name": c["name"],
+            "image": c["image"],
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "state": state_of(c["name"]),
+        }
+        for c in specs
+    ]
+
+
 def pulling(image_reason: str) -> Callable[[Json], Json]:
+    """container-0 cannot get its image; the kubelet accepted the pod just now."""
+
+    def state_of(name: str) -> Json:
+        if name == "container-0":
+            return {"waiting": {"reason": image_reason, "message": "Back-off pulling image"}}
+        return {"waiting": {"reason": "ContainerCreating"}}
+
     def status(pod: Json) -> Json:
-        now = time.time()
-        containers = [
-            {
-                "name": c["name"],
-                "image": c["image"],
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {
-                    "waiting": {"reason": image_reason, "message": f'Back-off pulling image "{c["image"]}"'}
-                }
-                if c["name"] == "container-0"
-                else {"waiting": {"reason": "ContainerCreating"}},
-            }
-            for c in pod["spec"]["containers"]
-        ]
-        return {"phase": "Pending", "startTime": rfc3339(now), "containerStatuses": containers}
+        containers = container_statuses(pod["spec"]["containers"], state_of)
+        return {"phase": "Pending", "startTime": rfc3339(time.time()), "containerStatuses": containers}
 
     return status
+
+
+def exited(code: int, *, ago: float = 0.0) -> Json:
+    at = rfc3339(time.time() - ago)
+    return {"terminated": {"exitCode": code, "startedAt": at, "finishedAt": at}}
 
 
 def finished(phase: str) -> Callable[[Json], Json]:
     """All containers exited now; the agent exited 0 (it ran the job), the step as the phase says."""
+    step_exit = 0 if phase == "Succeeded" else 1
 
     def status(pod: Json) -> Json:
-        now = rfc3339(time.time())
-        step_exit = 0 if phase == "Succeeded" else 1
-        containers = [
-            {
-                "name": c["name"],
-                "image": c["image"],
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {
-                    "terminated": {
-                        "exitCode": step_exit if c["name"].startswith("container-") else 0,
-                        "startedAt": now,
-                        "finishedAt": now,
-                    }
-                },
-            }
-            for c in pod["spec"]["containers"]
-        ]
-        return {"phase": phase, "startTime": now, "containerStatuses": containers}
+        containers = container_statuses(
+            pod["spec"]["containers"], lambda name: exited(step_exit if name.startswith("container-") else 0)
+        )
+        return {"phase": phase, "startTime": rfc3339(time.time()), "containerStatuses": containers}
 
     return status
+
+
+def init_failed(pod: Json) -> Json:
+    """The first init container (copy-agent) exited 1, so the pod failed without starting."""
+    first = pod["spec"]["initContainers"][0]["name"]
+    init = container_statuses(
+        pod["spec"]["initContainers"],
+        lambda name: exited(1) if name == first else {"waiting": {"reason": "PodInitializing"}},
+    )
+    main = container_statuses(
+        pod["spec"]["containers"], lambda name: {"waiting": {"reason": "PodInitializing"}}
+    )
+    return {
+        "phase": "Failed",
+        "startTime": rfc3339(time.time()),
+        "initContainerStatuses": init,
+        "containerStatuses": main,
+    }
+
+
+def unschedulable(pod: Json) -> Json:
+    condition = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient cpu.",
+        "lastTransitionTime": rfc3339(time.time()),
+    }
+    return {"phase": "Pending", "conditions": [condition]}
+
+
+def agent_done_sidecar_running(pod: Json) -> Json:
+    """The agent exited 0 long enough ago that its grace is over; another container runs on."""
+
+    def state_of(name: str) -> Json:
+        if name == "agent":
+            return exited(0, ago=60)
+        return {"running": {"startedAt": rfc3339(time.time() - 100)}}
+
+    containers = container_statuses(pod["spec"]["containers"], state_of)
+    return {"phase": "Running", "startTime": rfc3339(time.time() - 100), "containerStatuses": containers}
+
+
+def marker(stack: Stack, uuid: str, name: str) -> str | None:
+    pod = stack.pod_for(uuid) or {}
+    return (pod.get("metadata", {}).get("annotations") or {}).get(f"buildkite.com/{name}")
 
 
 def pod_gone(stack: Stack, uuid: str) -> bool:
@@ -184,3 +226,50 @@ def test_transition_during_a_broken_watch_is_not_missed(tmp_path: Path, expire: 
         stack.kube.drop_watches("pods")
         set_status(stack, uuid, finished("Succeeded"))
         wait_until(lambda: pod_gone(stack, uuid), timeout=5, what="pod deleted after the watch came back")
+
+
+def test_init_container_failure_fails_the_job_and_keeps_the_pod(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        uuid = job_with_pod(stack)
+        written = set_status(stack, uuid, init_failed)
+        wait_until(lambda: stack.buildkite.job(uuid).state == "finished", timeout=3, what="job failed")
+        assert time.monotonic() - written <= 2
+        assert "init containers failed" in stack.buildkite.log(uuid).decode()
+        assert stack.pod_for(uuid) is not None, "a failed pod is kept for its retention"
+        assert marker(stack, uuid, "failure-reported") == "init_container"
+
+
+def test_pod_pending_too_long_fails_the_job_with_the_scheduler_reason(tmp_path: Path) -> None:
+    with running_stack(tmp_path, flags={"pod-pending-timeout": "1s"}) as stack:
+        uuid = job_with_pod(stack)
+        set_status(stack, uuid, unschedulable)
+        wait_until(lambda: stack.buildkite.job(uuid).state == "finished", timeout=4, what="job failed")
+        assert "Insufficient cpu" in stack.buildkite.log(uuid).decode()
+        wait_until(lambda: pod_gone(stack, uuid), what="pod deleted")
+
+
+def test_agent_done_but_a_sidecar_keeps_the_pod_running_ends_the_pod(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        uuid = job_with_pod(stack)
+        set_status(stack, uuid, agent_done_sidecar_running)
+        wait_until(lambda: pod_gone(stack, uuid), timeout=3, what="pod deleted")
+        assert stack.buildkite.finish_calls(uuid) == 0
+
+
+def test_failure_while_the_agent_owns_the_job_is_marked_not_failed(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        uuid = job_with_pod(stack)
+        stack.buildkite.set_state(uuid, "running")
+        set_status(stack, uuid, pulling("InvalidImageName"))
+        wait_until(lambda: marker(stack, uuid, "failure-notified") == "image_pull", timeout=3, what="marked")
+        assert marker(stack, uuid, "failure-reported") is None
+        assert stack.buildkite.finish_calls(uuid) == 0 and stack.buildkite.job(uuid).state == "running"
+
+
+def test_failure_after_the_job_ended_just_cleans_up(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        uuid = job_with_pod(stack)
+        stack.buildkite.set_state(uuid, "finished")
+        set_status(stack, uuid, pulling("InvalidImageName"))
+        wait_until(lambda: pod_gone(stack, uuid), timeout=3, what="pod deleted")
+        assert stack.buildkite.finish_calls(uuid) == 0
