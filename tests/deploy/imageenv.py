@@ -10,12 +10,14 @@ blocked at import time, because the final image does not have it either.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tomllib
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -48,9 +50,16 @@ def build_wheel(repo: Path, tmp: Path) -> Path:
         shutil.copy(repo / name, source / name)
     for package in ("app", "podspec"):
         shutil.copytree(repo / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([*PIP, "wheel", "--no-deps", "--wheel-dir", str(tmp / "dist"), str(source)], check=True)
+    _pip("wheel", "--no-deps", "--wheel-dir", str(tmp / "dist"), str(source))
     (wheel,) = (tmp / "dist").glob("buildkite_controller-*.whl")
     return wheel
+
+
+def _pip(*args: str) -> None:
+    # Output only on failure: setuptools' deprecation chatter would bury the test report otherwise.
+    result = subprocess.run([*PIP, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"pip {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
 
 
 def _normal(name: str) -> str:
@@ -104,3 +113,16 @@ def image_venv(repo: Path, tmp: Path, wheel: Path) -> Path:
     host = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     (site / "image_env.pth").write_text("\n".join([*host, "import image_blocker"]) + "\n")
     return venv
+
+
+def image_environment(venv: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment as the image would see it: the venv first on PATH, nothing leaking in."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
+    env |= {"PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "PYTHONDONTWRITEBYTECODE": "1"}
+    return env | dict(extra or {})
+
+
+def run_in_image(venv: Path, cwd: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """Run `command` in the image stand-in, capturing its output."""
+    env = image_environment(venv)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)

@@ -9,7 +9,6 @@ import only the image's packages, and run the console script.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tomllib
 import zipfile
@@ -22,7 +21,7 @@ import yaml
 from tests.deploy.conftest import BASE, REPO
 from tests.deploy.dockerfile import DockerfileError, Stage, parse
 from tests.deploy.dockerignore import is_admitted, rules
-from tests.deploy.imageenv import build_wheel, image_venv
+from tests.deploy.imageenv import run_in_image
 
 PYTHON_BASE = "python:3.11-slim"
 
@@ -155,40 +154,27 @@ def test_dockerfile_reader_joins_continuations_and_resolves_global_args() -> Non
     assert (run.flags, run.value, run.line) == ({"mount": ["type=x"]}, "a b", 5)
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("image")
-    wheel = build_wheel(REPO, tmp)
-    return wheel, image_venv(REPO, tmp, wheel)
-
-
-def in_image(venv: Path, tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
-    env |= {"PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.slow
-def test_wheel_holds_the_two_packages_and_no_tests(installed: tuple[Path, Path]) -> None:
-    wheel, _ = installed
+def test_wheel_holds_the_two_packages_and_no_tests(image: tuple[Path, Path]) -> None:
+    wheel, _ = image
     with zipfile.ZipFile(wheel) as archive:
         tops = {name.split("/", 1)[0] for name in archive.namelist()}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"app", "podspec"}
 
 
 @pytest.mark.slow
-def test_console_script_of_the_installed_wheel_runs(installed: tuple[Path, Path], tmp_path: Path) -> None:
-    _, venv = installed
-    result = in_image(venv, tmp_path, str(venv / "bin" / "buildkite-controller"), "--help")
+def test_console_script_of_the_installed_wheel_runs(image: tuple[Path, Path], tmp_path: Path) -> None:
+    _, venv = image
+    result = run_in_image(venv, tmp_path, str(venv / "bin" / "buildkite-controller"), "--help")
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout
 
 
 @pytest.mark.slow
-def test_serve_imports_only_what_the_image_installs(installed: tuple[Path, Path], tmp_path: Path) -> None:
-    _, venv = installed
+def test_serve_imports_only_what_the_image_installs(image: tuple[Path, Path], tmp_path: Path) -> None:
+    _, venv = image
     code = "import app.serve, app.main, podspec; print(app.serve.__file__, podspec.__file__)"
-    result = in_image(venv, tmp_path, str(venv / "bin" / "python"), "-c", code)
+    result = run_in_image(venv, tmp_path, str(venv / "bin" / "python"), "-c", code)
     assert result.returncode == 0, result.stderr
     assert all(Path(path).is_relative_to(venv) for path in result.stdout.split()), result.stdout
 
@@ -196,8 +182,8 @@ def test_serve_imports_only_what_the_image_installs(installed: tuple[Path, Path]
 @pytest.mark.slow
 @pytest.mark.parametrize("module", ["pytest", "kubernetes_validate", "pip", "setuptools"])
 def test_image_environment_lacks_dev_and_build_packages(
-    installed: tuple[Path, Path], tmp_path: Path, module: str
+    image: tuple[Path, Path], tmp_path: Path, module: str
 ) -> None:
-    _, venv = installed
-    result = in_image(venv, tmp_path, str(venv / "bin" / "python"), "-c", f"import {module}")
+    _, venv = image
+    result = run_in_image(venv, tmp_path, str(venv / "bin" / "python"), "-c", f"import {module}")
     assert result.returncode == 1 and "not in the container image" in result.stderr
