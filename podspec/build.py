@@ -187,6 +187,17 @@ def _finish(spec: dict[str, Any], inputs: Inputs) -> None:
         )
     _check_unique_names(spec, "volumes")
     _check_unique_names(spec, "initContainers", "containers")
+    _check_images_set(spec)
+
+
+def _check_images_set(spec: dict[str, Any]) -> None:
+    """A patch that adds a container without an image would be refused by Kubernetes; say it here."""
+    for list_name in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(list_name, [])):
+            if not container.get("image"):
+                raise BuildError(
+                    f"{list_name}[{index}].image", f"container {container.get('name')!r} has no image"
+                )
 
 
 def _dedupe_mounts(container: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ import jsonschema
 import kubernetes_validate
 import referencing
 
+from app.simulate.kube_validation import validate_pod
+
 
 def _newest_strict_dir() -> Path:
     base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
@@ -58,8 +60,11 @@ def pod_schema_errors(manifest: dict[str, Any]) -> list[str]:
 
 
 def assert_valid_pod(manifest: dict[str, Any]) -> None:
+    """The strict schema, then the apiserver's own rules that no schema expresses (names, references…)."""
     errors = pod_schema_errors(manifest)
     assert not errors, "pod fails the strict Kubernetes schema:\n" + "\n".join(errors)
+    causes = validate_pod(manifest)
+    assert not causes, "pod fails the apiserver's checks:\n" + "\n".join(map(str, causes))
 
 
 # ---- the compact type table shipped in podspec/k8s_types.json -------------------------------------

@@ -211,11 +211,20 @@ def test_patching_the_command_of_a_stack_container_is_refused(list_name: str, na
 
 @pytest.mark.parametrize(("list_name", "name"), PROTECTED)
 def test_the_unsafe_flag_allows_patching_stack_container_commands(list_name: str, name: str) -> None:
-    job = make_job(plugin={"podSpecPatch": {list_name: [{"name": name, "command": ["/bin/custom"]}]}})
+    patch = {"name": name, "command": ["/bin/custom"], "image": "alpine:3.20"}
+    job = make_job(plugin={"podSpecPatch": {list_name: [patch]}})
     manifest = built(job, allow_pod_spec_patch_unsafe_command_modification=True).manifest
     if name == "imagecheck-0":
         assert "imagecheck-0" in names(manifest, "initContainers")  # a new init container of that name
     assert container(manifest, name)["command"] == ["/bin/custom"]
+
+
+def test_a_patch_adding_a_container_without_an_image_is_refused() -> None:
+    job = make_job(plugin={"podSpecPatch": {"initContainers": [{"name": "setup", "command": ["true"]}]}})
+    with pytest.raises(BuildError) as caught:
+        build(job, config=make_config())
+    assert caught.value.field.endswith(".image")
+    assert "'setup' has no image" in caught.value.message
 
 
 def test_patching_a_command_container_reinterposes_its_command() -> None:
