@@ -306,15 +306,21 @@ def _config_invalid(exc: ValidationError) -> ConfigInvalid:
     """The first pydantic error as ``ConfigInvalid``, its location spelled with our option keys."""
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
-    key = ".".join(loc)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return ConfigInvalid(_key_of(loc, message), message)
+
+
+def _key_of(loc: list[str], message: str) -> str:
     if len(loc) >= 2:
         for option in OPTIONS:
             if (option.section, option.field) == (loc[0], loc[1]):
-                key = ".".join([option.key, *loc[2:]])
-                break
-        else:
-            key = ".".join(loc[1:]) if loc[0] == "pod" else key
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key"
-    return ConfigInvalid(key, message)
+                return ".".join([option.key, *loc[2:]])
+        return ".".join(loc[1:]) if loc[0] == "pod" else ".".join(loc)
+    if loc == ["pod"]:
+        # A check across several pod keys: name the first key the message speaks of.
+        mentioned = [key for key in POD_KEYS if key in message]
+        if mentioned:
+            return min(mentioned, key=message.index)
+    return ".".join(loc) or "config"

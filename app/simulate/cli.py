@@ -20,8 +20,6 @@ import threading
 from types import FrameType
 from typing import Any
 
-from app.simulate.stack import Simulation, SimulationOptions
-
 
 def add_simulate_command(commands: Any) -> None:
     """Register `simulate` on the `buildkite-controller` command's subparsers."""
@@ -43,6 +41,10 @@ def add_simulate_command(commands: Any) -> None:
 
 
 def run(namespace: argparse.Namespace) -> int:
+    # Imported here: the fakes need the `simulate` extra (graphql-core), which the image does not install,
+    # and `buildkite-controller serve` registers this command without running it.
+    from app.simulate.stack import Simulation, SimulationOptions
+
     options = SimulationOptions(
         kube_port=namespace.kube_port,
         buildkite_port=namespace.buildkite_port,
