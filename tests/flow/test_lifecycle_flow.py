@@ -9,14 +9,29 @@ grace + 2 s, a cancelled job's pending pod is gone within 5 s by webhook and wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.flow.harness import NAMESPACE, Stack, running_stack, wait_until
+from app.config import load
+from app.main import create_app
+from app.simulate.buildkite_server import FakeBuildkite
+from app.simulate.kube_api import FakeKubeAPI
+from app.simulate.webhook_sender import WebhookSender
+from tests.flow.harness import (
+    NAMESPACE,
+    WEBHOOK_SECRET,
+    ControllerServer,
+    Stack,
+    running_stack,
+    wait_until,
+    write_kubeconfig,
+)
 
 Json = dict[str, Any]
 
@@ -273,3 +288,63 @@ def test_failure_after_the_job_ended_just_cleans_up(tmp_path: Path) -> None:
         set_status(stack, uuid, pulling("InvalidImageName"))
         wait_until(lambda: pod_gone(stack, uuid), timeout=3, what="pod deleted")
         assert stack.buildkite.finish_calls(uuid) == 0
+
+
+@contextmanager
+def controller_on(
+    kube: FakeKubeAPI, buildkite: FakeBuildkite, tmp_path: Path, http: httpx.Client
+) -> Iterator[Stack]:
+    """One controller process's worth of app over an existing cluster and Buildkite (for restarts)."""
+    flags = {
+        "token": buildkite.api_token,
+        "org": buildkite.org.slug,
+        "agent-token": buildkite.agent_token,
+        "graphql-endpoint": buildkite.graphql_url,
+        "agent-endpoint": buildkite.agent_endpoint,
+        "webhook-secret": WEBHOOK_SECRET,
+        "kubeconfig": str(write_kubeconfig(tmp_path / "kubeconfig", kube.url)),
+        "queue": "kubernetes",
+        "namespace": NAMESPACE,
+        "log-format": "text",
+        "job-cancel-checker-poll-interval": "1s",
+    }
+    server = ControllerServer(create_app(load(flags=flags, env={}).settings))
+    server.start()
+    try:
+        sender = WebhookSender(server.url + "/webhooks/buildkite", http=http, secret=WEBHOOK_SECRET)
+        stack = Stack(kube, buildkite, server, http, sender)
+        wait_until(lambda: stack.get("/readyz").status_code == 200, timeout=10, what="controller ready")
+        yield stack
+    finally:
+        server.stop()
+
+
+def succeeded_a_minute_ago(pod: Json) -> Json:
+    containers = container_statuses(pod["spec"]["containers"], lambda name: exited(0, ago=60))
+    return {"phase": "Succeeded", "startTime": rfc3339(time.time() - 100), "containerStatuses": containers}
+
+
+def test_restart_recovers_from_the_cluster_without_duplicates_or_second_failures(tmp_path: Path) -> None:
+    with FakeKubeAPI() as kube, FakeBuildkite() as buildkite, httpx.Client(timeout=10) as http:
+        with controller_on(kube, buildkite, tmp_path, http) as first:
+            done, cancelled, failed_before, failed_while_down = (job_with_pod(first) for _ in range(4))
+            set_status(first, failed_before, init_failed)
+            wait_until(
+                lambda: buildkite.job(failed_before).state == "finished", what="first failure reported"
+            )
+            wait_until(lambda: marker(first, failed_before, "failure-reported"), what="marker visible")
+        # While no controller runs: a pod finishes past its retention, a job is cancelled (its webhook
+        # is lost), an init container fails, and a job is scheduled with no webhook at all.
+        set_status(first, done, succeeded_a_minute_ago)
+        buildkite.set_state(done, "finished")  # its agent ran it
+        buildkite.cancel(cancelled)
+        set_status(first, failed_while_down, init_failed)
+        unannounced = buildkite.add_job()
+        creates_before = kube.request_count("create", "pods")
+        with controller_on(kube, buildkite, tmp_path, http) as second:
+            wait_until(lambda: pod_gone(second, done), timeout=3, what="orphan past retention deleted")
+            wait_until(lambda: pod_gone(second, cancelled), timeout=3, what="cancelled job's pod deleted")
+            wait_until(lambda: buildkite.job(failed_while_down).state == "finished", timeout=3, what="failed")
+            wait_until(lambda: second.pod_for(unannounced), timeout=5, what="the sweep's pod")
+            assert buildkite.finish_calls(failed_before) == buildkite.finish_calls(failed_while_down) == 1
+            assert kube.request_count("create", "pods") == creates_before + 1, "only the new job got a pod"
