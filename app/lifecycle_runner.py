@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from app.cancel_check import JobStateCheck, JobStateSource
+from app.deadlines import Deadlines
 from app.kube import KubeGateway
 from app.lifecycle import (
     CANCELLED_STATES,
@@ -91,8 +92,9 @@ class LifecycleRunner:
         )
         self.check = JobStateCheck(graphql, interval_seconds=settings.cancel_check_interval_seconds)
         self._views: dict[str, PodView] = {}  # by pod name; deleted views stay until settled
+        self._names: dict[str, set[str]] = {}  # lower-case job uuid -> its pods' names
         self._dirty: set[str] = set()
-        self._timers: dict[str, float] = {}  # pod name -> when to decide again
+        self._timers: Deadlines[str] = Deadlines()  # pod name -> when to decide it again
         self._busy: dict[str, asyncio.Task[None]] = {}  # pod name -> its running action
         self._check_task: asyncio.Task[None] | None = None
         self._markers: dict[str, dict[str, str]] = {}  # pod uid -> annotations we wrote, not yet seen
@@ -121,13 +123,15 @@ class LifecycleRunner:
             self.check.record(view.job_uuid, "canceled", now=cancelled_at)
             self._cancel_seen_at.setdefault(view.job_uuid.lower(), cancelled_at)
         self._views[view.name] = view
+        if view.job_uuid:
+            self._names.setdefault(view.job_uuid.lower(), set()).add(view.name)
         self._dirty.add(view.name)
         self._wake.set()
 
     def cancel(self, uuid: str) -> None:
         """The job was cancelled (``job.finished`` webhook): its pending pod goes at the next pass."""
         now = self._clock()
-        names = [name for name, view in self._views.items() if _same_job(view, uuid)]
+        names = self._names.get(uuid.lower())
         if not names:
             self._early_cancels[uuid.lower()] = now
             while len(self._early_cancels) > MAX_EARLY_CANCELS:
@@ -173,7 +177,7 @@ class LifecycleRunner:
         if not self._was_leader:  # just took over: our view may hide work the old leader left
             self._was_leader = True
             self._dirty.update(self._views)
-        self._dirty.update(name for name, at in self._timers.items() if at <= now)
+        self._dirty.update(self._timers.pop_due(now))
         for name in list(self._dirty):
             if name not in self._busy and self._not_before.get(name, -math.inf) <= now:
                 self._dirty.discard(name)
@@ -204,7 +208,7 @@ class LifecycleRunner:
             return
         view = self._with_markers(view)
         action = decide(view, job_state=self.check.state(uuid, now=now), now=now, policy=self._policy)
-        self._timers.pop(name, None)
+        self._timers.cancel(name)
         if isinstance(action, CheckJobState | FailJob | Notify):
             # Whom a failure concerns is read from a state learned after it was seen: a ``scheduled``
             # from the last poll could hide an agent that has acquired the job since.
@@ -230,7 +234,7 @@ class LifecycleRunner:
         else:
             self.check.drop(uuid)
         if recheck_at is not None:
-            self._timers[name] = recheck_at
+            self._timers.set(name, recheck_at)
         elif view.deleted:
             self._forget(name, view)
 
@@ -246,15 +250,18 @@ class LifecycleRunner:
 
     def _forget(self, name: str, view: PodView) -> None:
         self._views.pop(name, None)
-        self._timers.pop(name, None)
+        self._timers.cancel(name)
         self._not_before.pop(name, None)
         for table in (self._markers, self._attempts, self._detected_at):
             table.pop(view.uid, None)
         self._deleted_uids.discard(view.uid)
-        uuid = view.job_uuid
-        if uuid and not any(_same_job(other, uuid) for other in self._views.values()):
-            self.check.forget(uuid)
-            self._cancel_seen_at.pop(uuid.lower(), None)
+        key = (view.job_uuid or "").lower()
+        names = self._names.get(key, set())
+        names.discard(name)
+        if key and not names:
+            self._names.pop(key, None)
+            self.check.forget(key)
+            self._cancel_seen_at.pop(key, None)
 
     # --- acting -------------------------------------------------------------------------------------
 
@@ -308,7 +315,8 @@ class LifecycleRunner:
         attempt = self._attempts.get(view.uid, 0)
         self._attempts[view.uid] = attempt + 1
         retry_at = self._clock() + RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
-        self._timers[name] = self._not_before[name] = retry_at
+        self._not_before[name] = retry_at
+        self._timers.set(name, retry_at)
 
     # --- the state check ----------------------------------------------------------------------------
 
@@ -329,9 +337,8 @@ class LifecycleRunner:
         for uuid, state in learned.items():
             if state in CANCELLED_STATES:
                 self._cancel_seen_at.setdefault(uuid, seen)
-        self._dirty.update(
-            name for name, view in self._views.items() if (view.job_uuid or "").lower() in learned
-        )
+        for uuid in learned:
+            self._dirty.update(self._names.get(uuid, ()))
         self._wake.set()
 
     # --- housekeeping -------------------------------------------------------------------------------
@@ -339,7 +346,8 @@ class LifecycleRunner:
     def _idle_seconds(self) -> float:
         if not self._is_leader():
             return FOLLOWER_RECHECK_SECONDS
-        due = [*self._timers.values()]
+        next_timer = self._timers.next_at()
+        due = [] if next_timer is None else [next_timer]
         check_due = self.check.due_at()
         if check_due is not None and self._check_task is None:
             due.append(check_due)
@@ -363,10 +371,6 @@ class LifecycleRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _same_job(view: PodView, uuid: str) -> bool:
-    return (view.job_uuid or "").lower() == uuid.lower()
 
 
 def _shows(view: PodView, markers: dict[str, str]) -> bool:
