@@ -348,3 +348,21 @@ def test_restart_recovers_from_the_cluster_without_duplicates_or_second_failures
             wait_until(lambda: second.pod_for(unannounced), timeout=5, what="the sweep's pod")
             assert buildkite.finish_calls(failed_before) == buildkite.finish_calls(failed_while_down) == 1
             assert kube.request_count("create", "pods") == creates_before + 1, "only the new job got a pod"
+
+
+def test_max_in_flight_recovers_as_pods_end(tmp_path: Path) -> None:
+    with running_stack(tmp_path, flags={"max-in-flight": 1}) as stack:
+        first = job_with_pod(stack)
+        second, third = stack.buildkite.add_job(), stack.buildkite.add_job()
+        stack.scheduled(second)
+        stack.scheduled(third)
+        set_status(stack, first, finished("Succeeded"))  # a finished pod frees its slot at once
+        stack.buildkite.set_state(first, "finished")
+        waiting_one = wait_until(
+            lambda: [u for u in (second, third) if stack.pod_for(u)], what="a pod for the next job"
+        )
+        assert len(waiting_one) == 1, "still one at a time"
+        [running] = waiting_one
+        stack.kube.remove("pods", f"buildkite-{running}", namespace=NAMESPACE)  # lost: frees it too
+        [last] = [u for u in (second, third) if u != running]
+        wait_until(lambda: stack.pod_for(last), what="a pod for the last job")
