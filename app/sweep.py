@@ -72,6 +72,7 @@ class Sweeper:
     async def run(self) -> None:
         """At boot, then every interval (shorter while webhooks seem to miss jobs); leader only."""
         while True:
+            self._trigger.clear()  # a trigger that came before this sweep is answered by it
             if self._is_leader():
                 await self.sweep(trigger="timer")
             interval = self._settings.interval_seconds
@@ -79,7 +80,6 @@ class Sweeper:
                 interval = min(interval, self._settings.busy_interval_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._trigger.wait(), timeout=interval)
-            self._trigger.clear()
 
     async def sweep(self, *, trigger: str, wait_seconds: float = 0) -> SweepSummary:
         """One pass over every queue we serve. Concurrent calls share one pass at a time."""
