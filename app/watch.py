@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -43,6 +44,8 @@ class PodWatch:
         self._metrics = metrics
         self.pods: dict[str, PodView] = {}  # by pod name
         self._by_uuid: dict[str, str] = {}
+        # Kept up to date in _apply: recounting every pod on every event made a burst quadratic.
+        self._phases: Counter[str] = Counter()
         self.synced = asyncio.Event()
         self._listeners: list[Callable[[PodView], None]] = []
 
@@ -110,6 +113,11 @@ class PodWatch:
             return None
 
     def _apply(self, view: PodView) -> None:
+        previous = self.pods.get(view.name)
+        if previous is not None:
+            self._phases[previous.phase or "Unknown"] -= 1
+        if not view.deleted:
+            self._phases[view.phase or "Unknown"] += 1
         if view.deleted:
             self.pods.pop(view.name, None)
             if view.job_uuid and self._by_uuid.get(view.job_uuid) == view.name:
@@ -122,8 +130,6 @@ class PodWatch:
             listener(view)
 
     def _update_gauges(self) -> None:
-        phases: dict[str, int] = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Unknown": 0}
-        for pod in self.pods.values():
-            phases[pod.phase or "Unknown"] = phases.get(pod.phase or "Unknown", 0) + 1
+        phases = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Unknown": 0} | self._phases
         for phase, count in phases.items():
             self._metrics.pods_by_phase.labels(phase).set(count)

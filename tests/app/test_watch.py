@@ -273,3 +273,23 @@ def test_phase_gauges_follow_the_index() -> None:
             await eventually(lambda: gauge("Running") == 1 and gauge("Pending") == 1, "the gauges")
 
     run(scenario)
+
+
+def test_the_pods_by_phase_gauge_follows_transitions_and_deletions() -> None:
+    async def scenario(gw: KubeAPI, kube: FakeKubeAPI) -> None:
+        running = Running(gw)
+
+        def gauge(phase: str) -> float | None:
+            return running.metrics.registry.get_sample_value("buildkite_controller_pods", {"phase": phase})
+
+        for uuid in ("a", "b", "c"):
+            put(kube, uuid)
+        set_phase(kube, "c", "Running")
+        async with running.started():
+            assert (gauge("Pending"), gauge("Running")) == (2, 1)
+            set_phase(kube, "a", "Succeeded")
+            kube.remove("pods", "buildkite-b", NS)
+            await eventually(lambda: gauge("Succeeded") == 1 and gauge("Pending") == 0, "both changes")
+            assert (gauge("Running"), gauge("Failed")) == (1, 0)
+
+    run(scenario)
