@@ -63,6 +63,7 @@ class Admitter:
         self._queued: set[str] = set()
         self._creating: set[str] = set()
         self._unseen: dict[str, float] = {}
+        self._seen_while_creating: set[str] = set()
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,15 +84,22 @@ class Admitter:
         """Forget a queued job (it was cancelled); it is skipped when it reaches the head."""
         self._queued.discard(uuid)
 
-    def capacity_changed(self) -> None:
-        """The watch saw pods change; some may have finished, freeing slots."""
+    def pod_changed(self, uuid: str | None) -> None:
+        """The watch saw a pod change: it is no longer unseen, and it may have finished, freeing a slot.
+
+        Any sighting counts, even a finished or deleted pod: from then on the watch accounts for it.
+        """
+        if uuid is not None:
+            self._unseen.pop(uuid, None)
+            if uuid in self._creating:
+                self._seen_while_creating.add(uuid)  # the watch beat the create's own response
         self._wakeup.set()
 
     def in_flight(self) -> int:
         live = set(self._live_pods())
         now = self._clock()
         for uuid, created_at in list(self._unseen.items()):
-            if uuid in live or now - created_at > UNSEEN_EXPIRY_SECONDS:
+            if now - created_at > UNSEEN_EXPIRY_SECONDS:
                 del self._unseen[uuid]
         count = len(live | self._creating | self._unseen.keys())
         self._metrics.in_flight.set(count)
@@ -130,8 +138,9 @@ class Admitter:
                 exists = await self._create(job)
         finally:
             self._creating.discard(job.uuid)
-            if exists:
+            if exists and job.uuid not in self._seen_while_creating:
                 self._unseen[job.uuid] = self._clock()
+            self._seen_while_creating.discard(job.uuid)
             self._wakeup.set()
 
     async def drain(self, *, timeout: float) -> None:

@@ -213,7 +213,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         identity=settings.leader.identity or _default_identity(),
         lease_duration_seconds=settings.leader.lease_duration_seconds,
         renew_interval_seconds=settings.leader.renew_interval_seconds,
-        on_change=lambda leading: _leadership_changed(leading, metrics, sweeper),
+        on_change=lambda leading: _leadership_changed(leading, metrics, sweeper, lifecycle),
     )
     controller = Controller(
         elector=elector,
@@ -240,7 +240,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
     )
     holder["c"] = controller
     watch.subscribe(lifecycle.on_pod)
-    watch.subscribe(lambda view: admitter.capacity_changed())
+    watch.subscribe(lambda view: admitter.pod_changed(view.job_uuid))
     return controller
 
 
@@ -304,10 +304,13 @@ def _policy(settings: Settings) -> LifecyclePolicy:
     )
 
 
-def _leadership_changed(leading: bool, metrics: Metrics, sweeper: Sweeper) -> None:
+def _leadership_changed(
+    leading: bool, metrics: Metrics, sweeper: Sweeper, lifecycle: LifecycleRunner
+) -> None:
     metrics.is_leader.set(1 if leading else 0)
     if leading:
         sweeper.trigger()  # a new leader sweeps at once: the old one may have died mid-burst
+        lifecycle.wake()  # and acts on the pods it has only been watching
 
 
 def _default_identity() -> str:

@@ -39,6 +39,7 @@ class World:
         self.watch_lags: Callable[[Job], bool] = lambda job: False  # created, but not yet in ``live``
         self.turns: Callable[[], int] = lambda: 0  # loop turns a create takes (the API round trip)
         self.creating = 0
+        self.on_seen: Callable[[str], None] = lambda uuid: None  # the watch telling the admitter
         self.most_at_once = 0  # the largest number of pods alive or being created at one time
 
     async def create(self, job: Job) -> bool:
@@ -53,6 +54,7 @@ class World:
             exists = self.outcome(job)
             if exists and not self.watch_lags(job):
                 self.live.add(job.uuid)  # the pod exists and the watch sees it
+                self.on_seen(job.uuid)
             return exists
         finally:
             self.creating -= 1
@@ -62,7 +64,7 @@ class World:
 
 
 def make(world: World, *, limit: int, concurrency: int = 10, clock: Clock | None = None) -> Admitter:
-    return Admitter(
+    admitter = Admitter(
         max_in_flight=limit,
         concurrency=concurrency,
         create=world.create,
@@ -70,6 +72,8 @@ def make(world: World, *, limit: int, concurrency: int = 10, clock: Clock | None
         metrics=Metrics(),
         clock=clock or Clock(),
     )
+    world.on_seen = admitter.pod_changed
+    return admitter
 
 
 async def settle() -> None:
@@ -81,7 +85,7 @@ async def settle() -> None:
 def finish(admitter: Admitter, world: World, uuid: str) -> None:
     """The pod finished: the watch no longer reports it as live, and tells the admitter."""
     world.live.discard(uuid)
-    admitter.capacity_changed()
+    admitter.pod_changed(uuid)
 
 
 def job(uuid: str, priority: int = 0) -> Job:
@@ -147,6 +151,26 @@ def test_no_limit_admits_everything_at_once() -> None:
     run(scenario)
 
 
+def test_a_pod_the_watch_saw_come_and_go_before_the_create_returned_is_not_counted() -> None:
+    # The watch can deliver ADDED and DELETED before the create call's own response arrives; counting
+    # that pod as "created but unseen" would hold a slot for a minute (a leak, if briefly).
+    async def scenario() -> None:
+        world = World()
+        admitter = make(world, limit=1)
+        world.gate = asyncio.Event()
+        world.watch_lags = lambda j: True
+        task = await running(admitter)
+        await admitter.enqueue([job("quick")])
+        await settle()
+        admitter.pod_changed("quick")  # ADDED, then DELETED: the pod is already gone
+        world.gate.set()
+        await settle()
+        assert admitter.in_flight() == 0
+        await stop(task)
+
+    run(scenario)
+
+
 def test_in_flight_counts_live_pods_creates_running_and_pods_not_yet_seen() -> None:
     async def scenario() -> None:
         world, clock = World(), Clock()
@@ -164,6 +188,7 @@ def test_in_flight_counts_live_pods_creates_running_and_pods_not_yet_seen() -> N
         assert "new" not in world.live
         assert admitter.in_flight() == 2  # created but not yet seen by the watch
         world.live.add("new")
+        admitter.pod_changed("new")  # the watch's ADDED event
         assert admitter.in_flight() == 2  # seen now: counted once, not twice
         world.live.discard("new")
         assert admitter.in_flight() == 1  # finished
@@ -182,11 +207,11 @@ def test_a_pod_never_seen_stops_counting_after_the_expiry() -> None:
         await settle()
         assert world.created == ["never-seen"] and admitter.in_flight() == 1
         clock.now += UNSEEN_EXPIRY_SECONDS - 1
-        admitter.capacity_changed()
+        admitter.pod_changed(None)
         await settle()
         assert world.created == ["never-seen"]
         clock.now += 2
-        admitter.capacity_changed()
+        admitter.pod_changed(None)
         await settle()
         assert world.created == ["never-seen", "next"]
         await stop(task)
@@ -217,7 +242,7 @@ def test_a_finished_pod_frees_its_slot_and_the_limit_holds() -> None:
         await admitter.enqueue([job("a"), job("b"), job("c")])
         await settle()
         assert world.created == ["a", "b"]
-        admitter.capacity_changed()  # a wake-up without a change admits nothing
+        admitter.pod_changed(None)  # a wake-up without a change admits nothing
         await settle()
         assert world.created == ["a", "b"]
         finish(admitter, world, "a")
@@ -259,6 +284,7 @@ def test_a_discarded_job_is_skipped_and_others_still_run() -> None:
             on_waiting=waiting.append,
             clock=Clock(),
         )
+        world.on_seen = admitter.pod_changed
         task = await running(admitter)
         await admitter.enqueue([job("first", 3), job("cancelled", 2), job("last", 1)])
         await settle()
@@ -363,7 +389,7 @@ def test_nothing_leaks_after_a_thousand_random_create_and_finish_cycles(
             for uuid in sorted(world.live):
                 finish(admitter, world, uuid)
             clock.now += UNSEEN_EXPIRY_SECONDS + 1
-            admitter.capacity_changed()
+            admitter.pod_changed(None)
             await settle()
         assert sorted(world.created) == sorted(f"job-{i}" for i in range(enqueued))
         clock.now += UNSEEN_EXPIRY_SECONDS + 1
