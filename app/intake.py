@@ -28,6 +28,9 @@ DROPPED_TTL_SECONDS = 60.0
 # any late webhook or sweep page that still shows it.
 CANCELLED_TTL_SECONDS = 3600.0
 SETTLED_STAGES = frozenset({"done", "dropped", "waiting"})
+# Confirms in flight at once. While they are busy, new UUIDs pile up and leave as one bigger batch: a
+# burst of webhooks costs a few GraphQL requests per hundred jobs, and a trickle still goes out at once.
+MAX_CONFIRMS_IN_FLIGHT = 2
 
 
 @dataclass(slots=True)
@@ -65,6 +68,7 @@ class Intake:
         self._cancelled: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._confirm_done = asyncio.Event()
 
     # --- input ----------------------------------------------------------------------------------------
 
@@ -159,6 +163,7 @@ class Intake:
             await self._wakeup.wait()
             if len(self._pending) < self._batch_size and self._window > 0:
                 await asyncio.sleep(self._window)
+            await self._confirm_slot()
             batch, self._pending = self._pending[: self._batch_size], self._pending[self._batch_size :]
             if not self._pending:
                 self._wakeup.clear()
@@ -169,7 +174,16 @@ class Intake:
             if batch:
                 task = asyncio.create_task(self._confirm(batch))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._confirm_finished)
+
+    async def _confirm_slot(self) -> None:
+        while len(self._tasks) >= MAX_CONFIRMS_IN_FLIGHT:
+            self._confirm_done.clear()
+            await self._confirm_done.wait()
+
+    def _confirm_finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._confirm_done.set()
 
     def requeue(self, uuids: Iterable[str]) -> None:
         """Confirm failed for a transient reason: try these again with the next batch."""

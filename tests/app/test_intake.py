@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from app.buildkite.queries import JobRecord
-from app.intake import CANCELLED_TTL_SECONDS, DROPPED_TTL_SECONDS, Intake
+from app.intake import CANCELLED_TTL_SECONDS, DROPPED_TTL_SECONDS, MAX_CONFIRMS_IN_FLIGHT, Intake
 from app.metrics import Metrics
 
 
@@ -243,6 +243,41 @@ def test_without_a_window_a_single_uuid_is_sent_at_once() -> None:
             intake.submit("a")
             await settle()
             assert recorder.batches == [["a"]]
+
+        await with_loop(intake, body)
+
+    run(scenario)
+
+
+def test_while_confirms_are_busy_new_uuids_pile_up_into_one_batch() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        release = asyncio.Event()
+
+        async def slow_confirm(batch: list[str]) -> None:
+            recorder.batches.append(list(batch))
+            await release.wait()  # a GraphQL round trip that has not come back yet
+
+        intake = Intake(
+            batch_size=100,
+            window_seconds=0,
+            confirm=slow_confirm,
+            accept=recorder.accept,
+            has_pod=recorder.pods.__contains__,
+            metrics=recorder.metrics,
+        )
+
+        async def body() -> None:
+            for uuid in ("a", "b"):  # each goes out alone: nothing else is in flight
+                intake.submit(uuid)
+                await settle()
+            for index in range(30):  # a burst while MAX_CONFIRMS_IN_FLIGHT confirms are out
+                intake.submit(f"burst-{index}")
+                await settle()
+            assert MAX_CONFIRMS_IN_FLIGHT == 2 and recorder.batches == [["a"], ["b"]]
+            release.set()
+            await eventually(lambda: len(recorder.batches) == 3, "the piled-up batch")
+            assert recorder.batches[2] == [f"burst-{index}" for index in range(30)]
 
         await with_loop(intake, body)
 
