@@ -89,9 +89,9 @@ class Replica:
         self.process.send_signal(signal.SIGKILL)
         self.exit_codes.append(self.process.wait(10))
 
-    def restart(self) -> None:
+    def restart(self, *, ready_timeout: float = 30.0) -> None:
         self.start()
-        self.wait_ready()
+        self.wait_ready(ready_timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

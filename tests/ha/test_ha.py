@@ -152,7 +152,8 @@ def test_a_rolling_restart_during_a_burst_loses_nothing(tmp_path: Path) -> None:
             # uvicorn re-raises SIGTERM after its graceful shutdown: "killed by SIGTERM" is a clean exit.
             assert code in (0, -signal.SIGTERM), replica.log_tail()
             assert time.monotonic() - started < 30, "exit within the pod's grace period"
-            replica.restart()
+            # Ready means the boot sweep is done: it lists every scheduled job while the others are busy.
+            replica.restart(ready_timeout=max(30.0, JOBS_ROLLING / 20))
         burst.join()
         reconcile_until_settled(cluster, ids)
         assert_one_pod_per_job_and_nothing_failed(cluster, ids)
