@@ -115,8 +115,11 @@ def run_controller(sim: SimulateProcess, jobs: int, concurrency: int, workdir: P
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ready(url), timeout=60, what="the controller's /readyz")
-        # The boot sweep and the one triggered by winning the Lease: both done before any job exists.
-        wait_for(lambda: _sweeps(url) >= 2, timeout=60, what="the start-up sweeps")
+        # The leader's first sweep (then none for an hour) must be over before any job exists; a
+        # POST /reconcile queues behind a sweep in progress, so its answer means none is running.
+        wait_for(lambda: _metric(url, "is_leader") == 1, timeout=60, what="the Lease")
+        wait_for(lambda: _metric(url, 'sweeps_total{trigger="timer"}') >= 1, timeout=60, what="a sweep")
+        httpx.post(url + "/reconcile", timeout=60).raise_for_status()
         ids = sim.add_jobs(jobs)
         bodies = sim.webhook_bodies(ids)
         graphql_before = len(sim.buildkite("GET", "/_test/calls").json())
@@ -159,10 +162,13 @@ def _operation(body: str) -> str:
     return words[1] if len(words) > 1 and words[0] in {"query", "mutation"} else "?"
 
 
-def _sweeps(url: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=5).text
-    prefix = "buildkite_controller_sweeps_total{"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+def _metric(url: str, sample: str) -> float:
+    """One sample of the controller's /metrics (0 when absent)."""
+    prefix = "buildkite_controller_" + sample + " "
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _ready(url: str) -> bool:
