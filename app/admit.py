@@ -58,7 +58,9 @@ class Admitter:
         self._metrics = metrics
         self._on_waiting = on_waiting
         self._clock = clock
-        self._slots = asyncio.Semaphore(concurrency)
+        # Creates run at most this many at once; the rest wait in the heap, in priority order, so a
+        # burst never becomes thousands of parked tasks (and shutdown has little to wait for).
+        self._concurrency = concurrency
         self._heap: list[_Queued] = []
         self._queued: set[str] = set()
         self._creating: set[str] = set()
@@ -115,7 +117,7 @@ class Admitter:
         if self._draining:
             return
         slots = free_slots(in_flight=self.in_flight(), limit=self._limit)
-        while self._heap and (slots is None or slots > 0):
+        while self._heap and (slots is None or slots > 0) and len(self._creating) < self._concurrency:
             job = heapq.heappop(self._heap).job
             if job.uuid not in self._queued:
                 continue  # discarded while queued
@@ -126,16 +128,16 @@ class Admitter:
             task.add_done_callback(self._tasks.discard)
             if slots is not None:
                 slots -= 1
-        for queued in self._heap:
-            if queued.job.uuid in self._queued:
-                self._on_waiting(queued.job.uuid)
+        if slots == 0:  # max-in-flight, not create concurrency, holds the rest back
+            for queued in self._heap:
+                if queued.job.uuid in self._queued:
+                    self._on_waiting(queued.job.uuid)
         self._metrics.queue_depth.set(len(self._heap))
 
     async def _run_create(self, job: Job) -> None:
         exists = False
         try:
-            async with self._slots:
-                exists = await self._create(job)
+            exists = await self._create(job)
         finally:
             self._creating.discard(job.uuid)
             if exists and job.uuid not in self._seen_while_creating:
@@ -144,11 +146,19 @@ class Admitter:
             self._wakeup.set()
 
     async def drain(self, *, timeout: float) -> None:
-        """Stop admitting; wait (bounded) for the creates already running to finish."""
+        """Stop admitting; give the creates already running ``timeout`` seconds, then cancel them.
+
+        A cancelled create is not lost: its job is still ``scheduled`` in Buildkite, and the next
+        leader's sweep (or this replica's, after a restart) picks it up; the pod name keeps it single.
+        """
         self._draining = True
         running = [task for task in self._tasks if not task.done()]
-        if running:
-            await asyncio.wait(running, timeout=timeout)
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def requeue(self, job: Job) -> None:
         """A create failed for a reason that may pass (quota, API overload): queue the job again."""

@@ -348,8 +348,27 @@ def test_drain_gives_up_after_its_timeout() -> None:
         started = loop.time()
         await admitter.drain(timeout=0.05)
         assert loop.time() - started < 1
-        world.gate.set()
+        assert world.creating == 0  # the hung create was cancelled, not left behind
+        await stop(task)
+
+    run(scenario)
+
+
+def test_no_more_creates_run_at_once_than_the_concurrency_even_without_a_limit() -> None:
+    async def scenario() -> None:
+        world = World()
+        world.gate = asyncio.Event()
+        admitter = make(world, limit=0, concurrency=3)
+        task = await running(admitter)
+        await admitter.enqueue([job(f"job-{i}") for i in range(50)])
         await settle()
+        assert world.creating == 3
+        assert len(asyncio.all_tasks()) < 10  # the backlog waits in the heap, not as parked tasks
+        world.gate.set()
+        for _ in range(30):
+            await settle()
+        assert len(world.created) == 50
+        assert world.most_at_once >= 3
         await stop(task)
 
     run(scenario)

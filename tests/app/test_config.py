@@ -69,7 +69,9 @@ pod-spec-patch:
         pytest.param("pod-pending-timeout: soon\n", "pod-pending-timeout", id="bad-duration"),
         pytest.param("default-checkout-params: {bogus: 1}\n", "default-checkout-params", id="nested-unknown"),
         pytest.param("tags: [queue]\n", "tags", id="tag-without-value"),
-        pytest.param("default-resource-class-name: huge\n", "default-resource-class-name", id="missing-resource-class"),
+        pytest.param(
+            "default-resource-class-name: huge\n", "default-resource-class-name", id="missing-resource-class"
+        ),
         pytest.param("log-level: loud\n", "log-level", id="enum"),
     ],
 )
