@@ -31,7 +31,7 @@ from app.intake import Intake
 from app.kube import KubeAPI, KubeGateway, TokenBucket, load_client_config
 from app.leader import LeaderElector
 from app.lifecycle import LifecyclePolicy
-from app.lifecycle_runner import LifecycleRunner
+from app.lifecycle.runner import LifecycleRunner
 from app.metrics import Metrics
 from app.ops import router as ops_router
 from app.settings import Settings

@@ -173,7 +173,7 @@ def test_console_script_of_the_installed_wheel_runs(image: tuple[Path, Path], tm
 @pytest.mark.slow
 def test_serve_imports_only_what_the_image_installs(image: tuple[Path, Path], tmp_path: Path) -> None:
     _, venv = image
-    code = "import app.serve, app.main, podspec; print(app.serve.__file__, podspec.__file__)"
+    code = "import app.cli.serve, app.main, podspec; print(app.cli.serve.__file__, podspec.__file__)"
     result = run_in_image(venv, tmp_path, str(venv / "bin" / "python"), "-c", code)
     assert result.returncode == 0, result.stderr
     assert all(Path(path).is_relative_to(venv) for path in result.stdout.split()), result.stdout

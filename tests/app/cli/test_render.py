@@ -17,12 +17,12 @@ import pytest
 import yaml
 
 from app.cli import main
-from app.cli_render import dump_manifests
-from app.pipeline import expand_pipeline
+from app.cli.pipeline import expand_pipeline
+from app.cli.render import dump_manifests
 from app.simulate.kube_validation import validate_pod
 from tests.podspec.schema import pod_schema_errors
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 CONFIG = str(EXAMPLES / "config.yml")
 PIPELINES = sorted(path for path in EXAMPLES.glob("*.yml") if path.name != "config.yml")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app import failure_message as text
+from app.lifecycle import messages as text
 from app.podview import AGENT_CONTAINER, ContainerView, PodView
 
 # Waiting reasons that mean a container will never start without outside help. kubelet retries

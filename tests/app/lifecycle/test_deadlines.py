@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.deadlines import Deadlines
+from app.lifecycle.deadlines import Deadlines
 
 
 def test_due_keys_come_out_earliest_first_and_only_once() -> None:

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the controller service (default)")
     _add_setting_flags(serve)
     serve.set_defaults(handler=_serve)
-    from app.cli_render import add_render_commands
+    from app.cli.render import add_render_commands
 
     add_render_commands(commands)
     from app.simulate.cli import add_simulate_command
@@ -75,10 +75,6 @@ def setting_flags(namespace: argparse.Namespace) -> dict[str, object]:
 
 
 def _serve(namespace: argparse.Namespace) -> int:
-    from app.serve import run
+    from app.cli.serve import run
 
     return run(flags=setting_flags(namespace), config_file=namespace.config)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import failure_message as fm
 from app.lifecycle import (
     REASONS,
     Action,
@@ -25,6 +24,7 @@ from app.lifecycle import (
     Notify,
     decide,
 )
+from app.lifecycle import messages as fm
 from app.podview import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION, PodView
 from tests.app.pods import (
     AGENT_IMAGE,

@@ -18,7 +18,7 @@ import pytest
 
 from app.errors import Forbidden, GraphQLErrors, KubeUnavailable
 from app.lifecycle import LifecyclePolicy
-from app.lifecycle_runner import RETRY_SECONDS, LifecycleRunner
+from app.lifecycle.runner import RETRY_SECONDS, LifecycleRunner
 from app.metrics import Metrics
 from app.podview import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION
 from app.settings import LifecycleSettings

@@ -1,6 +1,6 @@
-"""Readers for the attributes of a Buildkite pipeline and its command steps (pure; used by ``app.pipeline``).
+"""Readers for the attributes of a pipeline and its command steps (pure; used by ``app.cli.pipeline``).
 
-Each reader takes the raw YAML value (already made JSON-ready by ``app.pipeline``) and returns the
+Each reader takes the raw YAML value (already made JSON-ready by ``app.cli.pipeline``) and returns the
 value as Buildkite would hand it to an agent, or raises ``FieldError`` naming the attribute, so the
 caller can say which step it was and carry on with the next attribute.
 """

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app import failure_message as fm
+from app.lifecycle import messages as fm
 from app.podview import PodView
 from tests.app.pods import AGENT_IMAGE, POD_NAME, T0, Ctr, condition, event, pod, running, terminated, waiting
 

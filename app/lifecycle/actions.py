@@ -1,7 +1,7 @@
 """Carrying out one lifecycle action on one pod: the I/O half of ``app.lifecycle``.
 
 Input: a ``PodView`` and the ``FailJob``/``Notify``/``Delete`` that ``decide`` returned for it, from
-``app.lifecycle_runner``. Output: calls to Kubernetes (annotate, list events, delete) and Buildkite
+``app.lifecycle.runner``. Output: calls to Kubernetes (annotate, list events, delete) and Buildkite
 (``JobFailer``), metrics, one INFO/WARNING line per action with the job UUID and pod name, and a
 yes/no answer: ``True`` when the action is settled, ``False`` when it should be tried again later.
 
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.errors import KubeError, NotFound
-from app.failure_message import compose_detail
 from app.kube import KubeGateway
-from app.lifecycle import Delete, FailJob, Notify
+from app.lifecycle.decide import Delete, FailJob, Notify
+from app.lifecycle.messages import compose_detail
 from app.logs import job_log
 from app.metrics import Metrics
 from app.podview import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION, PodView

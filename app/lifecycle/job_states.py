@@ -1,6 +1,6 @@
 """The batched Buildkite job-state check behind the lifecycle: who needs a state, when to ask, the answers.
 
-Input: job UUIDs the lifecycle runner (``app.lifecycle_runner``) wants a state for — *polled* ones
+Input: job UUIDs the lifecycle runner (``app.lifecycle.runner``) wants a state for — *polled* ones
 (pending pods, so a cancelled job's pod is found even when its ``job.finished`` webhook is lost) and
 *urgent* ones (a failure whose handling depends on the state: fail, notify or just clean up, which
 needs a state learned after the failure was seen) — plus cancellations announced by webhook.
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from app.errors import BuildkiteError
-from app.lifecycle import CANCELLED_STATES, ENDED_STATES
+from app.lifecycle.decide import CANCELLED_STATES, ENDED_STATES
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Input: changed pods from the pod watch (``on_pod``, a ``PodWatch`` listener), cancellations from the
 ``job.finished`` webhook (``cancel``), the clock, and Buildkite job states from the batched check in
-``app.cancel_check``. Output: actions run by ``app.lifecycle_actions`` (fail the job, mark the pod,
+``app.lifecycle.job_states``. Output: actions run by ``app.lifecycle.actions`` (fail the job, mark the pod,
 delete the pod) and the lifecycle metrics.
 
 One pass (``step``) decides every pod that changed, whose timer is due (``Keep(recheck_at)``) or whose
@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from app.cancel_check import JobStateCheck, JobStateSource
-from app.deadlines import Deadlines
 from app.kube import KubeGateway
-from app.lifecycle import (
+from app.lifecycle.actions import JobFailing, LifecycleActions
+from app.lifecycle.deadlines import Deadlines
+from app.lifecycle.decide import (
     CANCELLED_STATES,
     CheckJobState,
     Delete,
@@ -42,7 +42,7 @@ from app.lifecycle import (
     Notify,
     decide,
 )
-from app.lifecycle_actions import JobFailing, LifecycleActions
+from app.lifecycle.job_states import JobStateCheck, JobStateSource
 from app.metrics import Metrics
 from app.podview import PodView
 from app.settings import LifecycleSettings

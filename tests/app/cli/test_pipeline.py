@@ -1,4 +1,4 @@
-"""Expanding a pipeline file into the jobs Buildkite would schedule (``app.pipeline``)."""
+"""Expanding a pipeline file into the jobs Buildkite would schedule (``app.cli.pipeline``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.pipeline import (
+from app.cli.pipeline import (
     Expansion,
     PipelineError,
     StepJob,
@@ -20,7 +20,7 @@ from app.pipeline import (
     select_step,
     with_uuid,
 )
-from app.pipeline_fields import plugin_source
+from app.cli.pipeline_fields import plugin_source
 from podspec.job import KUBERNETES_PLUGIN_KEY
 
 

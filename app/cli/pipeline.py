@@ -1,6 +1,6 @@
 """A Buildkite pipeline file, expanded into the command jobs Buildkite would schedule (pure: text in).
 
-Used by ``render`` and ``lint`` (``app/cli_render.py``) to show, offline, the pods a pipeline would get.
+Used by ``render`` and ``lint`` (``app/cli/render.py``) to show, offline, the pods a pipeline would get.
 Each command step becomes one ``podspec.job.Job`` per parallel index, carrying the job data Buildkite
 itself would send: ``BUILDKITE_PLUGINS`` as a JSON string whose keys are expanded plugin sources (the
 step's ``kubernetes:`` becomes ``KUBERNETES_PLUGIN_KEY``), ``BUILDKITE_IMAGE`` from ``image:`` (the
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from app.pipeline_fields import STEP_READERS, FieldError, agents, describe, env, image, plugin_notes
+from app.cli.pipeline_fields import STEP_READERS, FieldError, agents, describe, env, image, plugin_notes
 from podspec.job import Job
 
 # Expanding YAML aliases can multiply a small file into a huge value ("billion laughs"); a real

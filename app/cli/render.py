@@ -1,6 +1,6 @@
 """``render`` and ``lint``: the pods a pipeline file would get, offline, without Buildkite or a cluster.
 
-Input: a pipeline YAML file (expanded into jobs by ``app.pipeline``), optionally the controller's
+Input: a pipeline YAML file (expanded into jobs by ``app.cli.pipeline``), optionally the controller's
 config file (read exactly as ``serve`` reads it, so ``render`` shows the pods that controller would
 create) and PodTemplate manifests for steps that name a ``podTemplate`` (the cluster is not reachable
 from here). Each job goes through ``podspec.build``, the same pure builder the controller uses.
@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from app.cli.pipeline import PipelineError, StepJob, expand_pipeline, read_pipeline, select_step, with_uuid
 from app.config import load
 from app.errors import ConfigInvalid
-from app.pipeline import PipelineError, StepJob, expand_pipeline, read_pipeline, select_step, with_uuid
 from podspec import BuildError, BuiltPod, PodConfig, build, pod_template_name
 
 PROG = "buildkite-controller"

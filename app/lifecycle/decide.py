@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from app import pod_failures as detect
+from app.lifecycle import failures as detect
 from app.podview import AGENT_CONTAINER, PodView
 
 # Buildkite's internal (stacks API) job states, lower case. Only these may be failed by us: the
