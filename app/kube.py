@@ -105,6 +105,12 @@ async def load_client_config(kubeconfig: str | None) -> kclient.Configuration:
     return configuration
 
 
+async def open_kube_api(*, kubeconfig: str | None, namespace: str, limiter: TokenBucket) -> KubeAPI:
+    """The gateway for a real cluster; close it with ``await gateway.close()``."""
+    configuration = await load_client_config(kubeconfig)
+    return KubeAPI(kclient.ApiClient(configuration), namespace=namespace, limiter=limiter)
+
+
 class KubeAPI:
     """``KubeGateway`` over the official async client, in one namespace."""
 

@@ -28,7 +28,7 @@ from app.confirm import Confirmer
 from app.create import Creator
 from app.fail import JobFailer
 from app.intake import Intake
-from app.kube import KubeAPI, KubeGateway, TokenBucket, load_client_config
+from app.kube import KubeAPI, KubeGateway, TokenBucket, open_kube_api
 from app.leader import LeaderElector
 from app.lifecycle import LifecyclePolicy
 from app.lifecycle.runner import LifecycleRunner
@@ -286,11 +286,11 @@ class _Lazy:
 
 
 async def _kube_api(settings: Settings) -> KubeAPI:
-    from kubernetes.aio import client as kclient
-
-    configuration = await load_client_config(settings.kube.kubeconfig)
-    limiter = TokenBucket(settings.kube.qps, settings.kube.burst)
-    return KubeAPI(kclient.ApiClient(configuration), namespace=settings.pod.namespace, limiter=limiter)
+    return await open_kube_api(
+        kubeconfig=settings.kube.kubeconfig,
+        namespace=settings.pod.namespace,
+        limiter=TokenBucket(settings.kube.qps, settings.kube.burst),
+    )
 
 
 def _policy(settings: Settings) -> LifecyclePolicy:
