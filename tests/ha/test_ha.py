@@ -28,11 +28,11 @@ from tests.ha.harness import (
     wait_until,
 )
 
-# The issue asks for 2,000 jobs; on two shared CI cores the fake apiserver (JSON-schema validation of
-# every create, ~10 ms per agent pod) is the bottleneck, so CI runs fewer. HA_JOBS=2000 runs them all
-# at full size (about two minutes per test).
+# The issue asks for 2,000 jobs. The three-replica test always runs at that size (about 70 s); on two
+# shared CI cores the fake apiserver (JSON-schema validation of every create, ~10 ms per agent pod
+# under load) is the bottleneck, so the others run smaller in CI. HA_JOBS=2000 runs them all at full size.
 FULL_SIZE = int(os.environ.get("HA_JOBS", "0"))
-JOBS_THREE_REPLICAS = FULL_SIZE or 600
+JOBS_THREE_REPLICAS = FULL_SIZE or 2000  # the issue's size, proven on every CI run
 JOBS_TWO_REPLICAS = FULL_SIZE or 400
 JOBS_FAILOVER = FULL_SIZE or 400
 JOBS_ROLLING = FULL_SIZE or 300
