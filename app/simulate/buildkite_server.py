@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,13 +28,14 @@ from app.simulate.buildkite_middleware import RecordAndFaultMiddleware
 from app.simulate.buildkite_stacks_api import StacksAPI
 from app.simulate.buildkite_store import JobStore, NewJob
 from app.simulate.buildkite_thread import LoopbackServer
+from app.simulate.started import Started
 from app.simulate.webhook_sender import Delivery, WebhookSender
 
 DEFAULT_API_TOKEN = "bkua_fake_api_token"
 DEFAULT_AGENT_TOKEN = "bkct_fake_agent_token"
 
 
-class FakeBuildkite:
+class FakeBuildkite(Started):
     """An in-memory Buildkite served over HTTP on 127.0.0.1; see the module docstring."""
 
     def __init__(
@@ -98,15 +98,6 @@ class FakeBuildkite:
 
     def stop(self) -> None:
         self._server.stop()
-
-    def __enter__(self) -> FakeBuildkite:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Back to a fresh state (no jobs, calls, faults, sender or spent points), keeping the server.

@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import uvicorn
@@ -32,11 +31,12 @@ from app.simulate.kube_handlers import Call, Handlers
 from app.simulate.kube_http import KubeHttp
 from app.simulate.kube_resources import by_name
 from app.simulate.kube_store import Clock, Store
+from app.simulate.started import Started
 
 Json = dict[str, Any]
 
 
-class FakeKubeAPI:
+class FakeKubeAPI(Started):
     """A fake kube-apiserver with in-process helpers for tests."""
 
     def __init__(
@@ -143,15 +143,6 @@ class FakeKubeAPI:
         if self._socket is not None:
             self._socket.close()
         self._server = self._thread = self._socket = self._loop = None
-
-    def __enter__(self) -> FakeKubeAPI:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ---- reading and forcing objects ---------------------------------------------------------------
 

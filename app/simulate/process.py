@@ -17,10 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import httpx
+
+from app.simulate.started import Started
 
 COMMAND = [sys.executable, "-m", "app.cli"]
 
@@ -75,7 +76,7 @@ def terminate(process: subprocess.Popen[bytes], *, timeout: float = 20.0) -> int
     return process.returncode
 
 
-class SimulateProcess:
+class SimulateProcess(Started):
     """`buildkite-controller simulate` in a child process; `info` is the JSON line it printed."""
 
     def __init__(self, workdir: Path, *, extra_args: Sequence[str] = ()) -> None:
@@ -100,15 +101,6 @@ class SimulateProcess:
     def stop(self) -> int:
         self.http.close()
         return terminate(self.process) if self.process is not None else 0
-
-    def __enter__(self) -> SimulateProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- the fake Buildkite ---------------------------------------------------------------------
 
