@@ -34,7 +34,6 @@ from app.errors import (
 REQUIRED_RBAC: frozenset[tuple[str, str, str]] = frozenset(
     {
         ("", "pods", "create"),
-        ("", "pods", "get"),
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "pods", "delete"),
