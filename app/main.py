@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 
 import httpx
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from app.admit import Admitter
 from app.buildkite.agent_api import AgentAPI
 from app.buildkite.graphql import GraphQLClient
+from app.buildkite.queries import JobRecord
 from app.confirm import Confirmer
 from app.create import Creator
 from app.fail import JobFailer
@@ -41,6 +43,7 @@ from app.timings import Timings
 from app.watch import PodWatch
 from app.webhook import WebhookIntake
 from app.webhook import router as webhook_router
+from podspec import Job
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,9 @@ class Controller:
 
 
 def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.AsyncClient) -> Controller:
+    """The stages, wired. Intake, confirm, admit and create report back to each other (bookkeeping,
+    requeues), so they are joined through small late-bound callbacks rather than built strictly in order.
+    """
     metrics = Metrics()
     timings = Timings(metrics)
     tags = ControllerTags.from_settings(queues=settings.intake.queues, tags=settings.intake.tags)
@@ -133,12 +139,15 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         else None
     )
     failer = JobFailer(agent_api, metrics=metrics)
+    elector = LeaderElector(
+        kube=kube,
+        name=settings.leader.lease_name,
+        identity=settings.leader.identity or _default_identity(),
+        lease_duration_seconds=settings.leader.lease_duration_seconds,
+        renew_interval_seconds=settings.leader.renew_interval_seconds,
+        on_change=lambda leading: _leadership_changed(leading, metrics, sweeper, lifecycle),
+    )
     watch = PodWatch(kube=kube, controller_id=settings.pod.id, metrics=metrics)
-    holder: dict[str, Controller] = {}
-
-    def is_leader() -> bool:
-        return holder["c"].is_leader() if "c" in holder else False
-
     lifecycle = LifecycleRunner(
         kube=kube,
         watch=watch,
@@ -147,14 +156,23 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         metrics=metrics,
         settings=settings.lifecycle,
         policy=_policy(settings),
-        is_leader=is_leader,
+        is_leader=elector.is_leader,
     )
 
     async def confirm(batch: list[str]) -> None:
         await confirmer.confirm(batch)
 
-    async def accept(records: list) -> None:  # type: ignore[type-arg]
+    async def accept(records: list[JobRecord]) -> None:
         await confirmer.accept(records)
+
+    async def create(job: Job) -> bool:
+        return await creator.create(job)
+
+    async def admit(jobs: list[Job]) -> None:
+        for job in jobs:
+            intake.mark(job.uuid, "queued")
+            timings.observe(job.uuid, "confirmed")
+        await admitter.enqueue(jobs)
 
     intake = Intake(
         batch_size=settings.intake.batch_size,
@@ -164,10 +182,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         has_pod=watch.has,
         metrics=metrics,
     )
-
-    async def create(job):  # type: ignore[no-untyped-def]
-        return await creator.create(job)
-
+    confirmer = Confirmer(graphql=graphql, tags=tags, intake=intake, admit=admit, metrics=metrics)
     admitter = Admitter(
         max_in_flight=settings.admit.max_in_flight,
         concurrency=settings.admit.create_concurrency,
@@ -185,14 +200,6 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         metrics=metrics,
         timings=timings,
     )
-
-    async def admit(jobs: list) -> None:  # type: ignore[type-arg]
-        for job in jobs:
-            intake.mark(job.uuid, "queued")
-            timings.observe(job.uuid, "confirmed")
-        await admitter.enqueue(jobs)
-
-    confirmer = Confirmer(graphql=graphql, tags=tags, intake=intake, admit=admit, metrics=metrics)
     sweeper = Sweeper(
         graphql=graphql,
         org=bk.org,
@@ -200,21 +207,13 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         intake=intake,
         settings=settings.sweep,
         metrics=metrics,
-        is_leader=is_leader,
+        is_leader=elector.is_leader,
     )
 
     def on_cancel(uuid: str) -> None:
         admitter.discard(uuid)
         lifecycle.cancel(uuid)
 
-    elector = LeaderElector(
-        kube=kube,
-        name=settings.leader.lease_name,
-        identity=settings.leader.identity or _default_identity(),
-        lease_duration_seconds=settings.leader.lease_duration_seconds,
-        renew_interval_seconds=settings.leader.renew_interval_seconds,
-        on_change=lambda leading: _leadership_changed(leading, metrics, sweeper, lifecycle),
-    )
     controller = Controller(
         elector=elector,
         settings=settings,
@@ -238,7 +237,6 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
             is_accepting=lambda: controller.accepting,
         ),
     )
-    holder["c"] = controller
     watch.subscribe(lifecycle.on_pod)
     watch.subscribe(lambda view: admitter.pod_changed(view.job_uuid))
     return controller
@@ -258,8 +256,9 @@ def create_app(
             closers.append(client.aclose)
         gateway = kube
         if gateway is None:
-            gateway = await _kube_api(settings)
-            closers.append(gateway.close)  # type: ignore[attr-defined]
+            owned = await _kube_api(settings)
+            closers.append(owned.close)
+            gateway = owned
         controller = build_controller(settings, kube=gateway, http=client)
         controller.closers.extend(closers)
         app.state.controller = controller
@@ -270,19 +269,9 @@ def create_app(
             await controller.stop()
 
     app = FastAPI(title="buildkite-controller", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(webhook_router(_Lazy(app)))  # type: ignore[arg-type]
+    app.include_router(webhook_router())
     app.include_router(ops_router())
     return app
-
-
-class _Lazy:
-    """The webhook route's handler, resolved per request: the controller exists only once the app runs."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._app = app
-
-    async def handle(self, request):  # type: ignore[no-untyped-def]
-        return await self._app.state.controller.webhooks.handle(request)
 
 
 async def _kube_api(settings: Settings) -> KubeAPI:
@@ -317,8 +306,8 @@ def _default_identity() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
-def _secret(value: object) -> str | None:
-    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 async def _logged(name: str, coro: Awaitable[None]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
 from app.buildkite.signature import verify
 from app.buildkite.webhook import WebhookEvent, parse_event
@@ -118,18 +119,20 @@ class WebhookIntake:
         return b"".join(chunks)
 
 
-def router(webhooks: WebhookIntake) -> APIRouter:
+def router() -> APIRouter:
+    """The route; it finds the running controller's ``WebhookIntake`` on the app (built in the lifespan)."""
     routes = APIRouter()
 
     @routes.post("/webhooks/buildkite")
     async def buildkite_webhook(request: Request) -> JSONResponse:
+        webhooks: WebhookIntake = request.app.state.controller.webhooks
         return await webhooks.handle(request)
 
     return routes
 
 
-def _reveal(secret: object) -> str | None:
-    return secret.get_secret_value() if secret is not None else None  # type: ignore[attr-defined]
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 def _metric_event(name: str) -> str:
