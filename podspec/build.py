@@ -26,7 +26,7 @@ from podspec.agentenv import agent_config_volumes
 from podspec.config import PodConfig
 from podspec.errors import BuildError
 from podspec.gojson import Decoder, clone
-from podspec.imagecheck import digest_default, plan_image_checks
+from podspec.imagecheck import check_patched_images, digest_default, plan_image_checks
 from podspec.images import parse_image_reference
 from podspec.inputs import Inputs, make_inputs
 from podspec.job import Job
@@ -76,6 +76,7 @@ def build(
     inputs = make_inputs(job, config=config, plugin=plugin, spec=spec)
     spec = _patched(_assembled(spec, inputs), inputs)
     _finish(spec, inputs)
+    check_patched_images(spec, config=config, workspace_mount=inputs.workspace_mount)
     metadata = _metadata(job, config=config, plugin=plugin, template_name=template_name, warnings=warnings)
     manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
     return BuiltPod(manifest, tuple(warnings))

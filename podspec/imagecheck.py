@@ -13,6 +13,10 @@ cannot change). App containers get their own, else ``default-image-pull-policy``
 digest rule — downgraded from ``Always`` to ``IfNotPresent`` when an init container has just pulled
 the image with ``Always``. Checks are numbered in container order, so the same job always yields the
 same pod (agent-stack-k8s numbers them in Go map order).
+
+Unlike agent-stack-k8s, images that only arrive with a patch or the step's ``image:`` are checked too
+(``check_patched_images``, run after the patches): otherwise a typo in ``image:`` surfaces only after
+the agent has taken the job, as a five-minute "containers did not connect" timeout.
 """
 
 from __future__ import annotations
@@ -78,6 +82,55 @@ def plan_image_checks(
     for container in containers:
         _set_app_policy(container, pulled.get(container["image"]), config)
     return checks
+
+
+def check_patched_images(spec: dict[str, Any], *, config: PodConfig, workspace_mount: dict[str, Any]) -> None:
+    """After the patches: an ``imagecheck-*`` for every regular container's image nothing pulls yet.
+
+    The new checks go right after the existing ones, with the nominal policy of a fresh image; a
+    container whose image was just pulled with ``Always`` is downgraded to ``IfNotPresent`` as usual.
+    A check of an image that no container runs any more (a patch replaced it) is dropped.
+    """
+    if config.skip_image_check_containers:
+        return
+    containers = spec.get("containers", [])
+    _check_references(containers)
+    used = {container["image"] for container in containers}
+    # A check whose image a patch replaced everywhere would only pull an image nobody runs.
+    init_containers = [
+        c for c in spec.get("initContainers", []) if not (_is_check(c) and c.get("image") not in used)
+    ]
+    pulled = _init_pulls(init_containers)
+    names = {c.get("name") for c in init_containers}
+    added: list[dict[str, Any]] = []
+    for container in containers:
+        image = container["image"]
+        if image in pulled:
+            continue  # checked (or pulled) before the patches, with the policy the first pass chose
+        # The container's policy was chosen for the image it had before the patch; the new image
+        # gets the nominal check policy a fresh image gets.
+        policy = config.default_image_check_pull_policy or digest_default(image, config)
+        index = 0
+        while f"imagecheck-{index}" in names:
+            index += 1
+        added.append(_check_container(index, image, policy, workspace_mount, config))
+        names.add(f"imagecheck-{index}")
+        pulled[image] = policy
+        if policy == "Always":
+            container["imagePullPolicy"] = "IfNotPresent"  # the check has just pulled it
+    checks_at = [i for i, c in enumerate(init_containers) if _is_check(c)]
+    at = checks_at[-1] + 1 if checks_at else 1  # after the last check, else after copy-agent
+    init_containers[at:at] = added
+    spec["initContainers"] = init_containers
+
+
+def _is_check(container: dict[str, Any]) -> bool:
+    """One of ours: named ``imagecheck-*`` and still running the check (a patch may have changed it)."""
+    return (
+        str(container.get("name", "")).startswith("imagecheck-")
+        and container.get("command") == [TINI]
+        and container.get("args") == ["--version"]
+    )
 
 
 def _stronger(current: str | None, policy: str) -> str:

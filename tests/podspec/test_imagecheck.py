@@ -140,11 +140,26 @@ def test_checks_come_right_after_copy_agent_and_before_user_init_containers() ->
     assert names(manifest, "initContainers") == ["copy-agent", "imagecheck-0", "warm"]
 
 
-def test_images_set_by_patches_are_not_checked_as_in_the_reference() -> None:
+def test_images_set_by_patches_are_checked_too_unlike_the_reference() -> None:
+    # agent-stack-k8s plans checks before the patches, so a bad patched image surfaces only after the
+    # agent took the job; here it fails the pod's init phase, while the job can still be failed cleanly.
     job = make_job(plugin={"podSpecPatch": {"containers": [{"name": "container-0", "image": GO}]}})
     manifest = build(job, config=make_config()).manifest
-    assert checks(manifest) == {}
+    assert GO in {image for image, _ in checks(manifest).values()}
     assert container(manifest, "container-0")["image"] == GO
+
+
+def test_the_step_image_is_checked_with_the_policy_of_a_fresh_image() -> None:
+    job = make_job(BUILDKITE_IMAGE="node:22-alpine")
+    manifest = build(job, config=make_config()).manifest
+    assert ("node:22-alpine", "Always") in checks(manifest).values()
+    assert container(manifest, "container-0")["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_images_patched_in_are_not_checked_when_checks_are_skipped() -> None:
+    job = make_job(plugin={"podSpecPatch": {"containers": [{"name": "container-0", "image": GO}]}})
+    manifest = build(job, config=make_config(skip_image_check_containers=True)).manifest
+    assert checks(manifest) == {}
 
 
 BAD_IMAGES = [
@@ -172,3 +187,11 @@ def test_an_unknown_pull_policy_is_a_build_error() -> None:
     with pytest.raises(BuildError) as caught:
         built([{"image": GO, "imagePullPolicy": "Sometimes"}])
     assert caught.value.field == "containers[0].imagePullPolicy"
+
+
+def test_a_check_of_an_image_a_patch_replaced_everywhere_is_dropped() -> None:
+    job = make_job(
+        plugin={"podSpec": {"containers": [{"image": "alpine:3.20"}]}}, BUILDKITE_IMAGE="ubuntu:24.04"
+    )
+    manifest = build(job, config=make_config()).manifest
+    assert checks(manifest) == {"imagecheck-0": ("ubuntu:24.04", "Always")}
