@@ -35,6 +35,8 @@ from app.simulate.process import SimulateProcess, spawn, terminate
 from app.simulate.webhook_sender import sign
 
 SECRET = "bench-webhook-secret"
+# Sequential jobs after the burst, for the latency of one job on an otherwise idle controller.
+LATENCY_SAMPLES = 50
 BASELINE_NAMESPACE = "bench-baseline"
 # Server-set fields a client never sends; stripped so the baseline posts what the controller posted.
 SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
@@ -129,6 +131,8 @@ def run_controller(sim: SimulateProcess, jobs: int, concurrency: int, workdir: P
         wait_for(lambda: sim.request_count("create", "pods") >= jobs, timeout=600, what="every pod")
         seconds = time.monotonic() - started
         cpu = cpu_seconds(process.pid) - cpu_before
+        latency = single_job_latency(sim, url, samples=LATENCY_SAMPLES)
+        rss_mib = rss_bytes(process.pid) / 2**20
     finally:
         terminate(process)
     calls = sim.buildkite("GET", "/_test/calls").json()[graphql_before:]
@@ -145,7 +149,39 @@ def run_controller(sim: SimulateProcess, jobs: int, concurrency: int, workdir: P
         "graphql_requests_per_1000_jobs": round(graphql * 1000 / jobs, 1),
         "graphql_requests_by_operation": dict(operations),
         "webhook_statuses": dict(statuses),
+        "single_job_webhook_to_pod_seconds": latency,
+        "rss_mib_after_burst": round(rss_mib, 1),
     }
+
+
+def single_job_latency(sim: SimulateProcess, url: str, *, samples: int) -> dict[str, float]:
+    """One job at a time on an idle controller: webhook sent → its pod exists in the apiserver."""
+    ids = sim.add_jobs(samples)
+    bodies = sim.webhook_bodies(ids)
+    namespace = sim.info["namespace"]
+    seconds = []
+    for uuid, body in zip(ids, bodies, strict=True):
+        started = time.monotonic()
+        asyncio.run(send_webhooks(url + "/webhooks/buildkite", [body], 1))
+        path = f"/api/v1/namespaces/{namespace}/pods/buildkite-{uuid}"
+        wait_for(
+            lambda p=path: sim.kube("GET", p).status_code == 200, timeout=30, what="the pod", every=0.002
+        )
+        seconds.append(time.monotonic() - started)
+    seconds.sort()
+    return {
+        "samples": samples,
+        "p50": round(seconds[len(seconds) // 2], 4),
+        "p99": round(seconds[min(len(seconds) - 1, int(len(seconds) * 0.99))], 4),
+        "max": round(seconds[-1], 4),
+    }
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _operation(body: str) -> str:
