@@ -60,6 +60,8 @@ ENDED_STATES = frozenset(
         "unblocked_failed",
     }
 )
+# Buildkite does not know the job (deleted with its pipeline, or never ours): nobody will run it.
+UNKNOWN_STATE = "unknown"
 # Any other state (pending, waiting, limited, …) means "not runnable yet": we neither fail nor delete.
 
 # Every `reason` an action can carry, so the shell can pre-register metric label values.
@@ -71,6 +73,7 @@ REASONS = frozenset(
         "agent_done",
         "cancelled",
         "job_ended",
+        "job_unknown",
         "failure_reported",
         # FailJob, CheckJobState, Notify
         "image_pull",
@@ -240,6 +243,9 @@ def _resolve(failure: detect.Failure, pod: PodView, job_state: str | None, polic
         return FailJob(failure.reason, failure.message, then_delete=True)
     if job_state in CANCELLED_STATES | ENDED_STATES:
         return Delete(_ended_reason(job_state), policy.abort_grace_seconds)
+    if job_state == UNKNOWN_STATE:
+        # A failing pod of a job Buildkite does not know would otherwise wait for its 6 h deadline.
+        return Delete("job_unknown", policy.abort_grace_seconds)
     if job_state in AGENT_OWNED_STATES and not pod.failure_notified:
         return Notify(failure.notice_reason, failure.notice)
     # Owned and already notified, or not runnable yet: the agent's own timeouts (or a state change

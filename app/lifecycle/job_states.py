@@ -24,16 +24,15 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from app.errors import BuildkiteError
-from app.lifecycle.decide import CANCELLED_STATES, ENDED_STATES
+from app.lifecycle.decide import CANCELLED_STATES, ENDED_STATES, UNKNOWN_STATE
 
 log = logging.getLogger(__name__)
 
 # Buildkite answers at most 100 aliased jobs per query in our queries (``queries.MAX_BATCH``); one
 # request per chunk also means one slow or refused chunk does not lose the others' answers.
 BATCH_SIZE = 100
-# The state we record for a job Buildkite did not return (deleted pipeline, not a command job, not
-# a UUID). ``decide`` reads any unlisted state as "not runnable yet": it neither fails nor deletes.
-UNKNOWN_STATE = "unknown"
+# ``UNKNOWN_STATE`` is what we record for a job Buildkite did not return (deleted pipeline, not a
+# command job, not a UUID); ``decide`` deletes a *failing* pod of such a job and keeps a healthy one.
 TERMINAL_STATES = CANCELLED_STATES | ENDED_STATES
 
 

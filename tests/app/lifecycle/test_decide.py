@@ -228,6 +228,7 @@ IMAGE_PENDING = PULLING
         ("broken", ENDED),
         ("waiting", "keep, poll"),
         ("something-new", "keep, poll"),
+        ("unknown", "delete job_unknown grace 0"),
     ],
 )
 def test_other_job_states_group_as_failable_owned_ended_or_unrunnable(job_state: str, expected: str) -> None:

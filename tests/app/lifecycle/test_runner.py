@@ -326,12 +326,13 @@ async def test_a_scheduled_state_from_before_the_failure_is_not_trusted_to_fail_
 
 
 @scenario(states={})
-async def test_a_job_buildkite_does_not_know_is_asked_once_per_interval_while_it_fails(h: Harness) -> None:
+async def test_a_failing_pod_of_a_job_buildkite_does_not_know_is_deleted_not_failed(h: Harness) -> None:
     h.kube.put_pod(pending_with(Ctr("container-0", "x y", waiting("InvalidImageName", "bad"))))
     for second in range(3, 13):
         await h.at(second)
-    assert len(h.graphql.requests) == 2
-    assert h.failer.calls == [] and POD_NAME in h.kube.pods
+    assert len(h.graphql.requests) == 1
+    assert h.failer.calls == [] and POD_NAME not in h.kube.pods
+    assert h.deleted_by("job_unknown") == 1
 
 
 @scenario(states={JOB_UUID: "finished"})
@@ -514,8 +515,9 @@ async def test_pod_with_a_malformed_job_uuid_is_never_sent_to_buildkite(h: Harne
     h.kube.put_pod(as_job(pod(), job_uuid(5)))
     await h.at(1)
     assert h.graphql.requests == [[job_uuid(5)]]
-    await h.at(2000)  # past the pending timeout: the job is unknown, so nothing is failed or deleted
-    assert h.failer.calls == [] and POD_NAME in h.kube.pods
+    await h.at(2000)  # past the pending timeout: Buildkite knows no such job, so nothing is failed
+    assert h.failer.calls == []
+    assert POD_NAME not in h.kube.pods  # but a pod stuck for a job nobody can run is not kept either
 
 
 @scenario()
