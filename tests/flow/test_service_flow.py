@@ -63,43 +63,31 @@ def test_bad_auth_is_401_and_creates_nothing(stack, headers) -> None:  # type: i
     assert stack.pods() == []
 
 
-def test_stale_timestamp_is_401(stack) -> None:  # type: ignore[no-untyped-def]
-    uuid = stack.buildkite.add_job()
-    body = stack.sender.job_body("job.scheduled", stack.buildkite.job(uuid))
-    stale = int(time.time()) - 600
-    header = sign(WEBHOOK_SECRET, stale, body)
-    response = stack.post(
+def post_signed(stack, body: bytes, *, age_seconds: int = 0):  # type: ignore[no-untyped-def]
+    """POST ``body`` as job.scheduled, signed like Buildkite at ``age_seconds`` ago."""
+    header = sign(WEBHOOK_SECRET, int(time.time()) - age_seconds, body)
+    return stack.post(
         "/webhooks/buildkite",
         content=body,
         headers={"X-Buildkite-Event": "job.scheduled", "X-Buildkite-Signature": header},
     )
-    assert response.status_code == 401
+
+
+def test_stale_timestamp_is_401(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job()
+    body = stack.sender.job_body("job.scheduled", stack.buildkite.job(uuid))
+    assert post_signed(stack, body, age_seconds=600).status_code == 401
     assert stack.pods() == []
 
 
 def test_garbage_body_is_400_with_a_reason(stack) -> None:  # type: ignore[no-untyped-def]
-    body = b"{not json"
-    now = int(time.time())
-    header = sign(WEBHOOK_SECRET, now, body)
-    response = stack.post(
-        "/webhooks/buildkite",
-        content=body,
-        headers={"X-Buildkite-Event": "job.scheduled", "X-Buildkite-Signature": header},
-    )
+    response = post_signed(stack, b"{not json")
     assert response.status_code == 400
     assert response.json()["error"]
 
 
 def test_oversized_body_is_413(stack) -> None:  # type: ignore[no-untyped-def]
-    body = b"{" + b" " * (2 * 1024 * 1024) + b"}"
-    now = int(time.time())
-    header = sign(WEBHOOK_SECRET, now, body)
-    response = stack.post(
-        "/webhooks/buildkite",
-        content=body,
-        headers={"X-Buildkite-Event": "job.scheduled", "X-Buildkite-Signature": header},
-    )
-    assert response.status_code == 413
+    assert post_signed(stack, b"{" + b" " * (2 * 1024 * 1024) + b"}").status_code == 413
 
 
 def test_ping_and_other_events_are_ignored_with_200(stack) -> None:  # type: ignore[no-untyped-def]
