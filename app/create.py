@@ -71,6 +71,10 @@ class Creator:
             return self._done(job)
         except KubeError as exc:
             return await self._create_failed(job, exc, manifest, jlog)
+        except Exception as exc:  # a bug or an untranslated client error: the job must not be stranded
+            jlog.exception("create failed unexpectedly; retrying")
+            self._retry_later(job, KubeUnavailable(0, "Unexpected", repr(exc)), jlog)
+            return False
         self._metrics.pods_created.inc()
         self._timings.observe(job.uuid, "pod_created")
         jlog.info("pod created")
@@ -87,6 +91,16 @@ class Creator:
             return None
         except KubeError as exc:
             self._retry_later(job, exc, jlog)
+            return None
+        except Exception as exc:
+            # Building is pure, so retrying would fail the same way: say so in the job, not in silence.
+            jlog.exception("building the pod crashed")
+            await self._fail(
+                job,
+                "internal_error",
+                f"buildkite-controller could not build a pod for this job (internal error: "
+                f"{type(exc).__name__}: {str(exc)[:500]}). Please report this.",
+            )
             return None
         for warning in built.warnings:
             jlog.warning("%s", warning)

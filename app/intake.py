@@ -172,9 +172,19 @@ class Intake:
             for uuid in batch:
                 self.mark(uuid, "confirming")
             if batch:
-                task = asyncio.create_task(self._confirm(batch))
+                task = asyncio.create_task(self._confirm_guarded(batch))
                 self._tasks.add(task)
                 task.add_done_callback(self._confirm_finished)
+
+    async def _confirm_guarded(self, batch: list[str]) -> None:
+        try:
+            await self._confirm(batch)
+        except Exception:
+            # Left in "confirming", these UUIDs would count as known forever and never get a pod.
+            # Dropped, they are forgotten after a while and the sweep picks them up again.
+            log.exception("confirming %d jobs crashed; the sweep will pick them up", len(batch))
+            for uuid in batch:
+                self.mark(uuid, "dropped")
 
     async def _confirm_slot(self) -> None:
         while len(self._tasks) >= MAX_CONFIRMS_IN_FLIGHT:

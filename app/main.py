@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # Bookkeeping of finished/dropped jobs is trimmed this often.
 HOUSEKEEPING_SECONDS = 30.0
+# A crashed stage loop restarts after these pauses (the last one repeats).
+RESTART_BACKOFF_SECONDS = (0.1, 1.0, 5.0, 30.0)
 # Creates already sent get this long to finish at shutdown; well inside the pod's 30 s grace period.
 SHUTDOWN_DRAIN_SECONDS = 10.0
 
@@ -78,16 +80,16 @@ class Controller:
         return self.elector.is_leader()
 
     async def start(self) -> None:
-        for name, coro in (
-            ("watch", self.watch.run()),
-            ("intake", self.intake.run()),
-            ("admit", self.admitter.run()),
-            ("lifecycle", self.lifecycle.run()),
-            ("sweep", self._sweep_when_synced()),
-            ("housekeeping", self._housekeeping()),
-            ("leader", self.elector.run()),
+        for name, loop in (
+            ("watch", self.watch.run),
+            ("intake", self.intake.run),
+            ("admit", self.admitter.run),
+            ("lifecycle", self.lifecycle.run),
+            ("sweep", self._sweep_when_synced),
+            ("housekeeping", self._housekeeping),
+            ("leader", self.elector.run),
         ):
-            self.tasks.append(asyncio.create_task(_logged(name, coro), name=name))
+            self.tasks.append(asyncio.create_task(supervised(name, loop), name=name))
 
     async def stop(self) -> None:
         """Readiness goes false, creates already sent finish, then the Lease is given up."""
@@ -310,11 +312,18 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-async def _logged(name: str, coro: Awaitable[None]) -> None:
-    try:
-        await coro
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background task %s crashed", name)
-        raise
+async def supervised(
+    name: str, loop: Callable[[], Awaitable[None]], *, backoff: tuple[float, ...] = RESTART_BACKOFF_SECONDS
+) -> None:
+    """Run a stage's loop forever: a crash (a bug, an error no adapter translated) is logged and the
+    loop restarted after a back-off, so one bad event cannot silently stop the watch or the sweep."""
+    crashes = 0
+    while True:
+        try:
+            await loop()
+            return
+        except Exception:
+            delay = backoff[min(crashes, len(backoff) - 1)]
+            crashes += 1
+            log.exception("background task %s crashed; restarting it in %.1f s", name, delay)
+            await asyncio.sleep(delay)

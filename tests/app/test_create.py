@@ -295,3 +295,36 @@ def test_an_apiserver_error_while_reading_the_template_is_retried_not_failed() -
         await until_requeued(stage)
 
     run(scenario)
+
+
+def test_a_crash_while_building_fails_the_job_instead_of_stranding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_build(*args: object, **kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(app.create, "build", broken_build)
+
+    async def scenario() -> None:
+        stage = Stage()
+        assert await stage.creator.create(job()) is False
+        reason, message = stage.failure()
+        assert reason == "internal_error" and "KeyError" in message
+        assert stage.stage_of() == "dropped" and stage.kube.pods == {}
+
+    run(scenario)
+
+
+def test_an_unexpected_error_from_the_api_client_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        stage = Stage()
+
+        async def broken_create(manifest: dict[str, Any]) -> dict[str, Any]:
+            raise RuntimeError("session closed")
+
+        monkeypatch.setattr(stage.kube, "create_pod", broken_create)
+        assert await stage.creator.create(job()) is False
+        await until_requeued(stage)
+        assert stage.failer.calls == []
+
+    run(scenario)

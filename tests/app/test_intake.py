@@ -351,3 +351,33 @@ def test_outcome_resolves_when_the_job_settles() -> None:
         assert await intake.outcome("b") == "done"
 
     run(scenario)
+
+
+def test_a_crashing_confirm_drops_its_batch_so_the_sweep_can_pick_it_up_later() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        clock = Clock()
+
+        async def crash(batch: list[str]) -> None:
+            raise RuntimeError("bug")
+
+        intake = Intake(
+            batch_size=100,
+            window_seconds=0,
+            confirm=crash,
+            accept=recorder.accept,
+            has_pod=recorder.pods.__contains__,
+            metrics=recorder.metrics,
+            clock=clock,
+        )
+
+        async def body() -> None:
+            intake.submit("job-1")
+            await eventually(lambda: intake.entries["job-1"].stage == "dropped", "the batch dropped")
+
+        await with_loop(intake, body)
+        clock.now += 61
+        _, known = await intake.submit_confirmed([record("job-1")])
+        assert known == 0 and recorder.accepted == [["job-1"]]
+
+    run(scenario)
