@@ -45,14 +45,12 @@ class Confirmer:
         intake: Intake,
         admit: Callable[[list[Job]], Awaitable[None]],
         metrics: Metrics,
-        on_confirmed: Callable[[str], None] = lambda uuid: None,
     ) -> None:
         self._graphql = graphql
         self._tags = tags
         self._intake = intake
         self._admit = admit
         self._metrics = metrics
-        self._on_confirmed = on_confirmed
 
     async def confirm(self, uuids: list[str]) -> None:
         """One GraphQL request for the batch; on a lasting Buildkite failure, requeue it later."""
@@ -87,7 +85,6 @@ class Confirmer:
             job_log(log, uuid, stage="confirm").info("dropped: %s", outcome)
             self._intake.mark(uuid, "dropped")
             return None
-        self._on_confirmed(uuid)
         return record
 
     def _outcome(self, uuid: str, record: JobRecord | None) -> str:

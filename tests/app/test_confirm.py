@@ -57,7 +57,6 @@ class Stage:
         self.metrics = Metrics()
         self.graphql = FakeConfirmGraphQL(records)
         self.admitted: list[Job] = []
-        self.confirmed: list[str] = []
         self.resent: list[list[str]] = []
         self.intake = Intake(
             batch_size=100,
@@ -73,7 +72,6 @@ class Stage:
             intake=self.intake,
             admit=self._admit,
             metrics=self.metrics,
-            on_confirmed=self.confirmed.append,
         )
 
     async def _admit(self, jobs: list[Job]) -> None:
@@ -111,7 +109,7 @@ def test_a_scheduled_job_with_our_tags_is_admitted_as_a_job() -> None:
             agent_tags={"queue": "kubernetes", "os": "linux"},
             priority=7,
         )
-        assert stage.confirmed == ["a"]
+        assert [job.uuid for job in stage.admitted] == ["a"]
         assert stage.outcomes() == {"scheduled": 1}
 
     run(scenario)
@@ -144,7 +142,7 @@ def test_jobs_that_are_not_ours_to_run_are_dropped(found: JobRecord | None, outc
         stage = Stage([found] if found else [])
         stage.intake.submit("x")
         await stage.confirmer.confirm(["x"])
-        assert stage.admitted == [] and stage.confirmed == []
+        assert stage.admitted == []
         assert stage.stage_of("x") == "dropped"
         assert stage.outcomes() == {outcome: 1}
 
