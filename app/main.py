@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # Bookkeeping of finished/dropped jobs is trimmed this often.
 HOUSEKEEPING_SECONDS = 30.0
+# Ready while Buildkite's GraphQL answered within this long (a sweep runs at least every minute).
+READY_GRAPHQL_SECONDS = 300.0
 # A crashed stage loop restarts after these pauses (the last one repeats).
 RESTART_BACKOFF_SECONDS = (0.1, 1.0, 5.0, 30.0)
 # Creates already sent get this long to finish at shutdown; well inside the pod's 30 s grace period.
@@ -104,11 +107,13 @@ class Controller:
             await close()
 
     def is_ready(self) -> dict[str, bool]:
-        sweep = self.sweeper.last
+        # "Reachable" means answered recently, not "the last call worked": one failed sweep must not
+        # take every replica out of the Service, which would turn a GraphQL blip into lost webhooks.
+        answered = self.graphql.last_success_at
         return {
             "accepting": self.accepting,
             "pod_watch_synced": self.watch.synced.is_set(),
-            "buildkite_reachable": sweep is not None and sweep.error is None,
+            "buildkite_reachable": answered is not None and time.time() - answered < READY_GRAPHQL_SECONDS,
         }
 
     async def _sweep_when_synced(self) -> None:

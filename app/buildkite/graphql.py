@@ -84,6 +84,7 @@ class GraphQLClient:
         self.budget: RateBudget | None = None
         # A 429 means the organization's budget is spent: every call waits, not just the one refused.
         self._paused_until = 0.0
+        self.last_success_at: float | None = None  # clock time of the last answered query (readiness)
 
     def __repr__(self) -> str:
         return f"GraphQLClient(url={self._url!r})"  # never the token
@@ -168,7 +169,9 @@ class GraphQLClient:
             wait = retry_after_seconds(response.headers, or_reset=True) or 0.0
             self._paused_until = max(self._paused_until, self._clock() + wait)
         _raise_for_status(response, what=what)
-        return _data_of(_envelope(response, what=what), what=what, partial_ok=partial_ok)
+        data = _data_of(_envelope(response, what=what), what=what, partial_ok=partial_ok)
+        self.last_success_at = self._clock()
+        return data
 
 
 def _raise_for_status(response: httpx.Response, *, what: str) -> None:

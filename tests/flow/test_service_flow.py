@@ -238,3 +238,10 @@ def test_reconcile_summary_is_json(stack) -> None:  # type: ignore[no-untyped-de
     summary = stack.post("/reconcile").json()
     assert set(summary) >= {"seen", "already_known", "created", "filtered", "queued"}
     json.dumps(summary)
+
+
+def test_a_failed_sweep_does_not_take_the_replica_out_of_service(stack) -> None:  # type: ignore[no-untyped-def]
+    stack.buildkite.inject("graphql", status=401, count=3)  # permanent for a call: no retries
+    response = stack.post("/reconcile")
+    assert response.status_code == 502 and response.json()["error"]
+    assert stack.get("/readyz").status_code == 200  # GraphQL answered a moment ago
