@@ -30,8 +30,7 @@ import httpx
 import kubernetes.client
 import kubernetes.config
 
-from app.config import OPTIONS_BY_KEY
-from app.simulate.process import SimulateProcess, spawn, terminate
+from app.simulate.process import SimulateProcess, controller_env, spawn, terminate
 from app.simulate.webhook_sender import sign
 
 SECRET = "bench-webhook-secret"
@@ -48,27 +47,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def controller_env(info: dict[str, Any], port: int) -> dict[str, str]:
-    values = {
-        "token": info["token"],
-        "org": info["org"],
-        "agent-token": info["agent_token"],
-        "graphql-endpoint": info["graphql_endpoint"],
-        "agent-endpoint": info["agent_endpoint"],
-        "webhook-secret": SECRET,
-        "kubeconfig": info["kubeconfig"],
-        "namespace": info["namespace"],
-        "queue": info["queue"],
-        "host": "127.0.0.1",
-        "port": str(port),
-        "max-in-flight": "0",  # no kubelet: pods never finish, so a limit would stop the burst
-        "k8s-client-rate-limiter-qps": "5000",  # measure the controller, not its client-side throttle
-        "k8s-client-rate-limiter-burst": "5000",
-        "log-level": "warning",
+def bench_controller_env(info: dict[str, Any], port: int) -> dict[str, str]:
+    env = controller_env(
+        info,
+        webhook_secret=SECRET,
+        port=str(port),
+        max_in_flight="0",  # no kubelet: pods never finish, so a limit would stop the burst
+        k8s_client_rate_limiter_qps="5000",  # measure the controller, not its client-side throttle
+        k8s_client_rate_limiter_burst="5000",
+        log_level="warning",
         # Only the webhook path is measured: no periodic sweep may pick the jobs up during the burst.
-        "reconcile-interval": "1h",
-    }
-    env = {OPTIONS_BY_KEY[key].env_name: value for key, value in values.items()}
+        reconcile_interval="1h",
+    )
     return env | {"POD_NAME": "bench-controller"}
 
 
@@ -113,7 +103,7 @@ async def send_webhooks(url: str, bodies: list[bytes], concurrency: int) -> Coun
 
 def run_controller(sim: SimulateProcess, jobs: int, concurrency: int, workdir: Path) -> dict[str, Any]:
     port = free_port()
-    process = spawn(["serve"], log_path=workdir / "controller.log", env=controller_env(sim.info, port))
+    process = spawn(["serve"], log_path=workdir / "controller.log", env=bench_controller_env(sim.info, port))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ready(url), timeout=60, what="the controller's /readyz")

@@ -25,24 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from podspec import Job, PodConfig, build
 from podspec.job import KUBERNETES_PLUGIN_KEY
+from tests.podspec.builders import BUILD_ENV, WORKED_EXAMPLE_PLUGIN
 
-BUILD_ENV = {
-    "BUILDKITE_BUILD_URL": "https://buildkite.com/acme/app/builds/42",
-    "BUILDKITE_BRANCH": "main",
-    "BUILDKITE_REPO": "git@github.com:acme/app.git",
-    "BUILDKITE_PIPELINE_SLUG": "app",
-    "BUILDKITE_STEP_KEY": "unit",
-}
-TYPICAL_PLUGIN = {
-    "metadata": {"labels": {"team": "ci"}},
-    "gitEnvFrom": [{"secretRef": {"name": "git-ssh"}}],
-    "sidecars": [{"image": "redis:7"}],
-    "podSpec": {
-        "containers": [
-            {"image": "golang:1.23", "command": ["go test ./..."], "resources": {"requests": {"cpu": "2"}}}
-        ]
-    },
-}
+TYPICAL_PLUGIN = WORKED_EXAMPLE_PLUGIN
 HEAVY_PLUGIN = {
     "metadata": {"labels": {"team": "ci", "tier": "heavy"}, "annotations": {"owner": "platform"}},
     "gitEnvFrom": [{"secretRef": {"name": "git-ssh"}}],

@@ -21,9 +21,29 @@ from typing import IO, Any
 
 import httpx
 
+from app.config import OPTIONS_BY_KEY
 from app.simulate.started import Started
 
 COMMAND = [sys.executable, "-m", "app.cli"]
+
+
+def controller_env(info: dict[str, Any], *, webhook_secret: str, **settings: str) -> dict[str, str]:
+    """Environment for `buildkite-controller serve` aimed at a running `simulate` (its JSON line
+    `info`), plus ``settings`` keyed like config options (``max_in_flight`` for ``max-in-flight``)."""
+    values = {
+        "token": info["token"],
+        "org": info["org"],
+        "agent-token": info["agent_token"],
+        "graphql-endpoint": info["graphql_endpoint"],
+        "agent-endpoint": info["agent_endpoint"],
+        "webhook-secret": webhook_secret,
+        "kubeconfig": info["kubeconfig"],
+        "namespace": info["namespace"],
+        "queue": info["queue"],
+        "host": "127.0.0.1",
+        **{key.replace("_", "-"): value for key, value in settings.items()},
+    }
+    return {OPTIONS_BY_KEY[key].env_name: value for key, value in values.items()}
 
 
 def spawn(

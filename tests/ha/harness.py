@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from app.config import OPTIONS_BY_KEY
-from app.simulate.process import SimulateProcess, spawn, terminate
+from app.simulate.process import SimulateProcess, controller_env, spawn, terminate
 from app.simulate.webhook_sender import sign
 
 WEBHOOK_SECRET = "ha-test-webhook-secret"
@@ -101,29 +101,20 @@ def _env(key: str) -> str:
     return OPTIONS_BY_KEY[key].env_name
 
 
-def controller_env(info: dict[str, Any]) -> dict[str, str]:
+def replica_env(info: dict[str, Any]) -> dict[str, str]:
     """The settings every replica shares, as environment variables named by `app.config.OPTIONS`."""
-    values = {
-        "token": info["token"],
-        "org": info["org"],
-        "agent-token": info["agent_token"],
-        "graphql-endpoint": info["graphql_endpoint"],
-        "agent-endpoint": info["agent_endpoint"],
-        "webhook-secret": WEBHOOK_SECRET,
-        "kubeconfig": info["kubeconfig"],
-        "namespace": info["namespace"],
-        "queue": info["queue"],
-        "host": "127.0.0.1",
-        "max-in-flight": "0",  # no kubelet runs the pods, so none would ever free a slot
-        "lease-duration": f"{LEASE_SECONDS}s",
-        "leader-renew-interval": f"{RENEW_SECONDS}s",
-        "reconcile-interval": f"{RECONCILE_SECONDS}s",
+    return controller_env(
+        info,
+        webhook_secret=WEBHOOK_SECRET,
+        max_in_flight="0",  # no kubelet runs the pods, so none would ever free a slot
+        lease_duration=f"{LEASE_SECONDS}s",
+        leader_renew_interval=f"{RENEW_SECONDS}s",
+        reconcile_interval=f"{RECONCILE_SECONDS}s",
         # The fake apiserver is local; client-side throttling would only measure the limiter.
-        "k8s-client-rate-limiter-qps": "2000",
-        "k8s-client-rate-limiter-burst": "2000",
-        "log-level": "warning",  # one INFO line per transition x 2,000 jobs x 3 replicas costs CPU
-    }
-    return {_env(key): value for key, value in values.items()}
+        k8s_client_rate_limiter_qps="2000",
+        k8s_client_rate_limiter_burst="2000",
+        log_level="warning",  # one INFO line per transition x 2,000 jobs x 3 replicas costs CPU
+    )
 
 
 class Cluster:
@@ -172,7 +163,7 @@ def running_cluster(workdir: Path, replicas: int, *, ready_timeout: float = 30.0
     sim.start()
     started: list[Replica] = []
     try:
-        env = controller_env(sim.info)
+        env = replica_env(sim.info)
         started = [Replica(f"replica-{index}", env, workdir) for index in range(replicas)]
         for replica in started:
             replica.start()

@@ -31,6 +31,17 @@ BUILD_ENV = {
     "BUILDKITE_PIPELINE_SLUG": "app",
     "BUILDKITE_STEP_KEY": "unit",
 }
+# The reference's worked example (agent-stack-k8s.md §4.11): the golden test's and the bench's typical job.
+WORKED_EXAMPLE_PLUGIN = {
+    "metadata": {"labels": {"team": "ci"}},
+    "gitEnvFrom": [{"secretRef": {"name": "git-ssh"}}],
+    "sidecars": [{"image": "redis:7"}],
+    "podSpec": {
+        "containers": [
+            {"image": "golang:1.23", "command": ["go test ./..."], "resources": {"requests": {"cpu": "2"}}}
+        ]
+    },
+}
 
 
 def plugins_env(plugin: Any, *others: dict[str, Any]) -> str:

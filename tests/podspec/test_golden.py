@@ -11,18 +11,8 @@ from typing import Any
 import pytest
 
 from podspec import build
-from tests.podspec.builders import DIGEST_IMAGE, assert_golden, make_config, make_job
+from tests.podspec.builders import DIGEST_IMAGE, WORKED_EXAMPLE_PLUGIN, assert_golden, make_config, make_job
 
-WORKED_EXAMPLE_PLUGIN = {
-    "metadata": {"labels": {"team": "ci"}},
-    "gitEnvFrom": [{"secretRef": {"name": "git-ssh"}}],
-    "sidecars": [{"image": "redis:7"}],
-    "podSpec": {
-        "containers": [
-            {"image": "golang:1.23", "command": ["go test ./..."], "resources": {"requests": {"cpu": "2"}}}
-        ]
-    },
-}
 HELM_DEFAULTS = {
     "id": "agent-stack-k8s",
     "namespace": "buildkite",
