@@ -6,6 +6,7 @@ checks accept; bad input must fail with a message naming the step and the field.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -400,6 +401,8 @@ def test_a_pipeline_without_command_steps_renders_nothing(cli, write) -> None:
 def test_the_installed_console_script_renders_the_default_example() -> None:
     script = Path(sys.executable).parent / "buildkite-controller"
     if not script.exists():
+        # CI installs the package (as the README's set-up does), so there a missing script is a failure.
+        assert not os.environ.get("CI"), f"{script} is missing: the install step did not run"
         pytest.skip("the package is not installed in this environment (pip install -e .)")
     done = subprocess.run(
         [str(script), "render", "examples/pipeline.yml"], cwd=ROOT, capture_output=True, text=True, timeout=60
