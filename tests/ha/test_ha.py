@@ -28,13 +28,13 @@ from tests.ha.harness import (
     wait_until,
 )
 
-# The issue asks for 2,000 jobs. The two- and three-replica tests always run at that size (about 70 s
-# each); on two shared CI cores the fake apiserver (JSON-schema validation of every create, ~10 ms per
-# agent pod under load) is the bottleneck, so the failover and rolling-restart tests run smaller in CI.
-# HA_JOBS=2000 runs them all at full size.
+# The issue asks for 2,000 jobs. The three-replica test always runs at that size (about 70 s); on two
+# shared CI cores the fake apiserver (JSON-schema validation of every create, ~10 ms per agent pod
+# under load) is the bottleneck, and a second full-size burst starves the timing-bound flow tests that
+# run beside it, so the others run smaller in CI. HA_JOBS=2000 runs them all at full size.
 FULL_SIZE = int(os.environ.get("HA_JOBS", "0"))
 JOBS_THREE_REPLICAS = FULL_SIZE or 2000  # the issue's size, proven on every CI run
-JOBS_TWO_REPLICAS = FULL_SIZE or 2000  # likewise
+JOBS_TWO_REPLICAS = FULL_SIZE or 400
 JOBS_FAILOVER = FULL_SIZE or 400
 JOBS_ROLLING = FULL_SIZE or 300
 # Pods for every job must exist this long after the last webhook (the sweeps are explicit here).
