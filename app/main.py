@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 30.0
 # Ready while Buildkite's GraphQL answered within this long (a sweep runs at least every minute).
 READY_GRAPHQL_SECONDS = 300.0
+# Giving the Lease back at shutdown may take this long; after that a follower waits out its expiry.
+LEASE_RELEASE_SECONDS = 3.0
 # A crashed stage loop restarts after these pauses (the last one repeats).
 RESTART_BACKOFF_SECONDS = (0.1, 1.0, 5.0, 30.0)
 # Creates already sent get this long to finish at shutdown; well inside the pod's 30 s grace period.
@@ -101,8 +103,10 @@ class Controller:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        # After the elector's loop is gone, so it cannot take the Lease back while we release it.
-        await self.elector.release()
+        # After the elector's loop is gone, so it cannot take the Lease back while we release it. Bounded:
+        # an overloaded apiserver must not push us past the grace period (the Lease then just expires).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.elector.release(), timeout=LEASE_RELEASE_SECONDS)
         for close in self.closers:
             await close()
 
