@@ -1,9 +1,10 @@
 """Which jobs are ours: the controller's tags and the reference's matching rule.
 
-A job is ours when every one of its agent tags matches a controller tag with the same value, or has
-the value ``*``; the ``resource_class`` tag selects a resource class and never filters (agent-stack-k8s
-``agenttags.MatchJobTags``). Unlike the reference, one controller may serve several queues: the
-``queue`` key then has several allowed values.
+A job is ours when every one of its agent tags names a controller tag and has the same value, or the
+value ``*`` (any value, but the controller must have the tag); the ``resource_class`` tag selects a
+resource class and never filters (agent-stack-k8s ``agenttags.MatchJobTags``).
+Unlike the reference, one controller may serve several queues: the ``queue`` key then has several
+allowed values.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ class ControllerTags:
         if "queue" not in job_tags and self.queues:
             return False  # a job without a queue rule is for the default queue, which we do not serve
         for key, value in job_tags.items():
-            if key == IGNORED_TAG or value == "*":
+            if key == IGNORED_TAG:
                 continue
-            if value not in self.allowed.get(key, ()):
+            allowed = self.allowed.get(key)
+            # `*` matches any value, but only of a tag we have: `gpu=*` asks for an agent with a gpu tag.
+            if allowed is None or (value != "*" and value not in allowed):
                 return False
         return True
 
