@@ -136,6 +136,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("k8s-client-rate-limiter-qps", "kube", "qps", "Kubernetes API requests per second", kind="float"),
     Option("k8s-client-rate-limiter-burst", "kube", "burst", "Kubernetes API burst", kind="int"),
     Option("leader-lease-name", "leader", "lease_name", "name of the leader-election Lease"),
+    Option(
+        "leader-lease-namespace",
+        "leader",
+        "lease_namespace",
+        "namespace of the leader-election Lease (default: the jobs namespace)",
+        "POD_NAMESPACE",
+    ),
     Option("leader-identity", "leader", "identity", "this replica's identity in the Lease", "POD_NAME"),
     Option("lease-duration", "leader", "lease_duration_seconds", "leader Lease duration", kind="duration"),
     Option(

@@ -104,14 +104,18 @@ async def load_client_config(kubeconfig: str | None) -> kclient.Configuration:
     return configuration
 
 
-async def open_kube_api(*, kubeconfig: str | None, namespace: str, limiter: TokenBucket) -> KubeAPI:
+async def open_kube_api(
+    *, kubeconfig: str | None, namespace: str, limiter: TokenBucket, lease_namespace: str | None = None
+) -> KubeAPI:
     """The gateway for a real cluster; close it with ``await gateway.close()``."""
     configuration = await load_client_config(kubeconfig)
-    return KubeAPI(kclient.ApiClient(configuration), namespace=namespace, limiter=limiter)
+    client = kclient.ApiClient(configuration)
+    return KubeAPI(client, namespace=namespace, limiter=limiter, lease_namespace=lease_namespace)
 
 
 class KubeAPI:
-    """``KubeGateway`` over the official async client, in one namespace."""
+    """``KubeGateway`` over the official async client: pods, templates and events in the jobs namespace,
+    the leader Lease in ``lease_namespace`` (the controller's own; the jobs namespace when not given)."""
 
     def __init__(
         self,
@@ -120,6 +124,7 @@ class KubeAPI:
         namespace: str,
         limiter: TokenBucket,
         request_timeout_seconds: float = 30,
+        lease_namespace: str | None = None,
     ) -> None:
         self._client = api_client
         self.namespace = namespace
@@ -129,7 +134,9 @@ class KubeAPI:
         self._pods = f"/api/v1/namespaces/{ns}/pods"
         self._templates = f"/api/v1/namespaces/{ns}/podtemplates"
         self._events = f"/api/v1/namespaces/{ns}/events"
-        self._leases = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+        self.lease_namespace = lease_namespace or namespace
+        lease_ns = quote(self.lease_namespace, safe="")
+        self._leases = f"/apis/coordination.k8s.io/v1/namespaces/{lease_ns}/leases"
         self.requests = 0
 
     async def close(self) -> None:

@@ -96,6 +96,9 @@ class KubeSettings(_Section):
 
 class LeaderSettings(_Section):
     lease_name: str = "buildkite-controller-leader"
+    # The Lease lives in the controller's own namespace (deploy/ sets POD_NAMESPACE from the downward
+    # API), apart from the jobs namespace; empty means the jobs namespace (``pod.namespace``).
+    lease_namespace: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
     identity: str = ""
     # 15 s / renew every 5 s: client-go's leader-election defaults, a failover within one lease duration.
     lease_duration_seconds: float = Field(15, gt=0)
