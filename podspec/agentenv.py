@@ -8,12 +8,12 @@ earlier one in place, so each variable appears once.
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 from podspec.config import AgentConfig
 from podspec.gojson import clone
 from podspec.inputs import Inputs
+from podspec.jwks import SIGNING_DIR, VERIFICATION_DIR, JwksKey, jwks_key
 
 STACK_VERSION = "buildkite-controller-0.1.0"
 # buildkite-agent's own default patterns; additional-redacted-vars are appended, never replace them.
@@ -23,8 +23,6 @@ AGENT_REDACTED_VARS = (
 )  # fmt: skip
 HOOKS_PATH = "/workspace/hooks"
 PLUGINS_PATH = "/workspace/plugins"
-SIGNING_DIR = "/buildkite/signing-jwks"
-VERIFICATION_DIR = "/buildkite/verification-jwks"
 _DOWNWARD = (
     ("BUILDKITE_K8S_NODE", "spec.nodeName"),
     ("BUILDKITE_K8S_NAMESPACE", "metadata.namespace"),
@@ -122,24 +120,33 @@ def _agent_config_env(env: EnvList, agent: AgentConfig) -> None:
         env.set("BUILDKITE_ADDITIONAL_HOOKS_PATHS", hook_paths)
     if agent.plugins_path or agent.plugins_volume:
         env.set("BUILDKITE_PLUGINS_PATH", agent.plugins_path or PLUGINS_PATH)
-    if agent.signing_jwks_file or agent.signing_jwks_volume:
-        env.set("BUILDKITE_AGENT_SIGNING_JWKS_FILE", _jwks_file(agent.signing_jwks_file, SIGNING_DIR))
+    signing = signing_jwks(agent)
+    if signing.file:
+        env.set("BUILDKITE_AGENT_SIGNING_JWKS_FILE", signing.file)
     if agent.signing_jwks_key_id:
         env.set("BUILDKITE_AGENT_SIGNING_JWKS_KEY_ID", agent.signing_jwks_key_id)
-    verifying = agent.verification_jwks_file or agent.verification_jwks_volume
+    verification = verification_jwks(agent)
+    verifying = bool(verification.file)
     if verifying:
-        env.set(
-            "BUILDKITE_AGENT_VERIFICATION_JWKS_FILE",
-            _jwks_file(agent.verification_jwks_file, VERIFICATION_DIR),
-        )
+        env.set("BUILDKITE_AGENT_VERIFICATION_JWKS_FILE", verification.file)
     # Without verification keys there is nothing to verify; don't let the agent block every job.
     behavior = agent.verification_failure_behavior or (None if verifying else "warn")
     if behavior:
         env.set("BUILDKITE_AGENT_JOB_VERIFICATION_NO_SIGNATURE_BEHAVIOR", behavior)
 
 
-def _jwks_file(path: str | None, default_dir: str) -> str:
-    return posixpath.join(default_dir, path or "key")  # join keeps an absolute path as it is
+def signing_jwks(agent: AgentConfig) -> JwksKey:
+    return jwks_key(
+        agent.signing_jwks_file, has_volume=bool(agent.signing_jwks_volume), default_dir=SIGNING_DIR
+    )
+
+
+def verification_jwks(agent: AgentConfig) -> JwksKey:
+    return jwks_key(
+        agent.verification_jwks_file,
+        has_volume=bool(agent.verification_jwks_volume),
+        default_dir=VERIFICATION_DIR,
+    )
 
 
 def _checkout_env(env: EnvList, inputs: Inputs) -> None:
@@ -185,10 +192,13 @@ def agent_config_mounts(agent: AgentConfig | None, *, role: str) -> list[dict[st
     mounts += [_mount(hook.volume, hook.path) for hook in agent.additional_hooks]
     if agent.plugins_volume:
         mounts.append(_mount(agent.plugins_volume, agent.plugins_path or PLUGINS_PATH))
-    if agent.signing_jwks_volume and role in ("agent", "command"):
-        mounts.append(_mount(agent.signing_jwks_volume, SIGNING_DIR))
-    if agent.verification_jwks_volume and role == "agent":
-        mounts.append(_mount(agent.verification_jwks_volume, VERIFICATION_DIR))
+    # The agent checks the signing key at start; commands sign with it (pipeline upload, tool sign).
+    signing_dir = signing_jwks(agent).mount_dir
+    if agent.signing_jwks_volume and signing_dir and role in ("agent", "command"):
+        mounts.append(_mount(agent.signing_jwks_volume, signing_dir))
+    verification_dir = verification_jwks(agent).mount_dir
+    if agent.verification_jwks_volume and verification_dir and role == "agent":
+        mounts.append(_mount(agent.verification_jwks_volume, verification_dir))
     return mounts
 
 

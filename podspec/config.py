@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from podspec.gojson import is_quantity
 from podspec.images import parse_image_reference
+from podspec.jwks import SIGNING_DIR, VERIFICATION_DIR, check_jwks_file
 from podspec.metadata import check_metadata, is_dns_subdomain, is_label_value
 from podspec.params import (
     CheckoutParams,
@@ -75,6 +76,23 @@ class AgentConfig(ParamsModel):
     verification_failure_behavior: Literal["block", "warn"] | None = Field(
         None, alias="verification-failure-behavior"
     )
+
+    @model_validator(mode="after")
+    def _jwks_files(self) -> AgentConfig:
+        for path, volume, default_dir, key in (
+            (self.signing_jwks_file, self.signing_jwks_volume, SIGNING_DIR, "signing-jwks-file"),
+            (
+                self.verification_jwks_file,
+                self.verification_jwks_volume,
+                VERIFICATION_DIR,
+                "verification-jwks-file",
+            ),
+        ):
+            try:
+                check_jwks_file(path, has_volume=bool(volume), default_dir=default_dir)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        return self
 
     @field_validator("container_start_timeout", mode="before")
     @classmethod
