@@ -152,6 +152,13 @@ OPTIONS: tuple[Option, ...] = (
         "how often the leader renews its Lease (shorter than the lease duration)",
         kind="duration",
     ),
+    Option(
+        "leader-renew-deadline",
+        "leader",
+        "renew_deadline_seconds",
+        "a leader unable to renew for this long stops leading (between renew interval and lease duration)",
+        kind="duration",
+    ),
     # Serving.
     Option("host", "server", "host", "address to listen on"),
     Option("port", "server", "port", "port to listen on", kind="int"),

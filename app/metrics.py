@@ -75,4 +75,10 @@ class Metrics:
         self.pods_by_phase = gauge("pods", "Agent pods the watch sees, by phase", ("phase",))
         self.oldest_pending_seconds = gauge("oldest_pending_pod_seconds", "Age of the oldest Pending pod")
         self.is_leader = gauge("is_leader", "1 while this replica holds the leader Lease")
+        self.leader_election_errors = counter(
+            "leader_election_errors_total", "Leader-election rounds that failed, by reason", ("reason",)
+        )
+        self.leader_lease_forbidden = gauge(
+            "leader_lease_forbidden", "1 while RBAC refuses a verb on the leader Lease", ("verb",)
+        )
         self.watch_restarts = counter("watch_restarts_total", "Pod watch restarts, by cause", ("cause",))

@@ -94,15 +94,29 @@ class KubeSettings(_Section):
     burst: int = Field(100, ge=1)
 
 
+def default_renew_deadline(lease_duration_seconds: float, renew_interval_seconds: float) -> float:
+    """Two thirds of the lease duration (client-go's 10 s of 15 s), kept above the renew interval."""
+    return max(lease_duration_seconds * 2 / 3, (lease_duration_seconds + renew_interval_seconds) / 2)
+
+
 class LeaderSettings(_Section):
     lease_name: str = "buildkite-controller-leader"
     # The Lease lives in the controller's own namespace (deploy/ sets POD_NAMESPACE from the downward
     # API), apart from the jobs namespace; empty means the jobs namespace (``pod.namespace``).
     lease_namespace: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
     identity: str = ""
-    # 15 s / renew every 5 s: client-go's leader-election defaults, a failover within one lease duration.
+    # client-go's leader-election defaults: lease 15 s, renew deadline 10 s, retry (renew) every 2 s; a
+    # failover within one lease duration, and a leader that cannot renew stops 5 s before anyone takes over.
     lease_duration_seconds: float = Field(15, gt=0)
-    renew_interval_seconds: float = Field(5, gt=0)
+    renew_interval_seconds: float = Field(2, gt=0)
+    # None: ``default_renew_deadline`` (so a shortened lease duration alone stays valid).
+    renew_deadline_seconds: float | None = Field(None, gt=0)
+
+    @property
+    def renew_deadline(self) -> float:
+        return self.renew_deadline_seconds or default_renew_deadline(
+            self.lease_duration_seconds, self.renew_interval_seconds
+        )
 
 
 class LogSettings(_Section):
@@ -133,6 +147,13 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _leader_timing(self) -> Settings:
-        if self.leader.renew_interval_seconds >= self.leader.lease_duration_seconds:
+        leader = self.leader
+        if leader.renew_interval_seconds >= leader.lease_duration_seconds:
             raise ValueError("leader.renew_interval_seconds must be shorter than the lease duration")
+        if not leader.renew_interval_seconds < leader.renew_deadline < leader.lease_duration_seconds:
+            raise ValueError(
+                f"leader.renew_deadline_seconds ({leader.renew_deadline:g}) must be longer than the renew "
+                f"interval ({leader.renew_interval_seconds:g}) and shorter than the lease duration "
+                f"({leader.lease_duration_seconds:g})"
+            )
         return self
