@@ -1,22 +1,36 @@
 """Admit: confirmed jobs wait here, highest Buildkite priority first, until max-in-flight allows a pod.
 
-Input: ``podspec.Job`` values from ``confirm``. Output: one ``create(job)`` call per admitted job;
-it returns whether the job's pod now exists.
+Input: ``podspec.Job`` values from ``confirm`` (leader only). Output: ``Creator.create`` calls, whose
+outcomes this stage alone acts on: ``Created``/``Exists`` → the job has its pod; ``Retry`` → back in
+line after the delay (a quota refusal only until the quota deadline, then failed with the quota's
+message); ``Failed`` → the job is failed in Buildkite with the message.
+
+Only the leader admits, so max-in-flight is one cluster-wide limit and priority holds across replicas.
 In flight is *derived*, never counted up and down: the unfinished pods the watch sees, plus creates
 running now, plus pods created but not yet seen by the watch. A counter that misses one decrement
-leaks forever (agent-stack-k8s #302); a set recomputed from the cluster cannot.
+leaks forever (agent-stack-k8s #302); a count recomputed from the cluster cannot.
+
+Zero duplicates: a job is created only while its record is ``queued`` (a pod sighting moves it on),
+no pod of it was ever seen here (the book's tombstones), and Buildkite confirmed it ``scheduled``
+at most ``reconfirm_after_seconds`` ago — an older confirmation is re-checked in one batched query.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from app.create import Created, CreateOutcome, Exists, Failed, Retry
+from app.errors import BuildkiteError
+from app.jobs import JobBook, Stage
+from app.logs import job_log
 from app.metrics import Metrics
 from podspec.job import Job
 
@@ -25,6 +39,12 @@ log = logging.getLogger(__name__)
 # A pod we created shows up in the watch within milliseconds; if it never does (deleted in between and
 # the watch re-listed), stop counting it after this long.
 UNSEEN_EXPIRY_SECONDS = 60.0
+# A confirmation older than this is asked again before the create: a job that waited for capacity may
+# have been cancelled, or taken by another agent, meanwhile. Webhook jobs are created well within it.
+RECONFIRM_AFTER_SECONDS = 30.0
+# A failed re-check (Buildkite down) is tried again after this long.
+RECHECK_RETRY_SECONDS = 5.0
+MAX_RECHECK_BATCH = 100
 
 
 def free_slots(*, in_flight: int, limit: int) -> int | None:
@@ -34,9 +54,23 @@ def free_slots(*, in_flight: int, limit: int) -> int | None:
     return max(0, limit - in_flight)
 
 
+class CreateStage(Protocol):
+    async def create(self, job: Job, *, attempt: int = 1) -> CreateOutcome: ...
+
+
+class RecheckStage(Protocol):
+    async def recheck(self, uuids: list[str]) -> dict[str, str]: ...
+
+
+class FailStage(Protocol):
+    async def fail(
+        self, uuid: str, *, reason: str, message: str, detected_at: float | None = None
+    ) -> object: ...
+
+
 @dataclass(order=True, slots=True)
 class _Queued:
-    sort_key: tuple[int, int]
+    sort_key: tuple[float, int]
     job: Job = field(compare=False)
 
 
@@ -44,106 +78,251 @@ class Admitter:
     def __init__(
         self,
         *,
+        book: JobBook,
+        creator: CreateStage,
+        recheck: RecheckStage,
+        failer: FailStage,
+        live_pods: Callable[[], int],
         max_in_flight: int,
         concurrency: int,
-        create: Callable[[Job], Awaitable[bool]],
-        live_pods: Callable[[], Iterable[str]],
+        quota_deadline_seconds: float,
         metrics: Metrics,
-        on_waiting: Callable[[str], None] = lambda uuid: None,
+        is_leader: Callable[[], bool] = lambda: True,
+        reconfirm_after_seconds: float = RECONFIRM_AFTER_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._limit = max_in_flight
-        self._create = create
+        self._book = book
+        self._creator = creator
+        self._recheck = recheck
+        self._failer = failer
         self._live_pods = live_pods
-        self._metrics = metrics
-        self._on_waiting = on_waiting
-        self._clock = clock
+        self._limit = max_in_flight
         # Creates run at most this many at once; the rest wait in the heap, in priority order, so a
         # burst never becomes thousands of parked tasks (and shutdown has little to wait for).
         self._concurrency = concurrency
-        self._heap: list[_Queued] = []
-        self._queued: set[str] = set()
-        self._creating: set[str] = set()
-        self._unseen: dict[str, float] = {}
-        self._seen_while_creating: set[str] = set()
+        self._quota_deadline = quota_deadline_seconds
+        self._metrics = metrics
+        self._is_leader = is_leader
+        self._reconfirm_after = reconfirm_after_seconds
+        self._clock = clock
+        self._ready: list[_Queued] = []  # by priority
+        self._later: list[_Queued] = []  # by time: retries waiting out their delay
         self._seq = itertools.count()
+        self._creating: dict[str, asyncio.Task[None]] = {}
+        self._seen_while_creating: set[str] = set()  # the watch beat the create's own answer
+        self._unseen: dict[str, float] = {}  # created, not yet seen by the watch
+        self._rechecking: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
         metrics.max_in_flight.set(max_in_flight)
 
-    async def enqueue(self, jobs: Iterable[Job]) -> None:
-        for job in jobs:
-            if job.uuid in self._queued or job.uuid in self._creating:
-                self._metrics.duplicates_avoided.labels("admit").inc()
-                continue
-            self._queued.add(job.uuid)
-            heapq.heappush(self._heap, _Queued((-job.priority, next(self._seq)), job))
-        self._metrics.queue_depth.set(len(self._heap))
-        self._wakeup.set()
+    # --- input ----------------------------------------------------------------------------------------
 
-    def discard(self, uuid: str) -> None:
-        """Forget a queued job (it was cancelled); it is skipped when it reaches the head."""
-        self._queued.discard(uuid)
+    def enqueue(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self._push(job)
+        self._metrics.queue_depth.set(self.queued())
+        self._wakeup.set()
 
     def pod_changed(self, uuid: str | None) -> None:
-        """The watch saw a pod change: it is no longer unseen, and it may have finished, freeing a slot.
-
-        Any sighting counts, even a finished or deleted pod: from then on the watch accounts for it.
-        """
+        """The watch saw a pod change: it is no longer unseen, and it may have finished, freeing a slot."""
         if uuid is not None:
+            uuid = uuid.lower()
             self._unseen.pop(uuid, None)
             if uuid in self._creating:
-                self._seen_while_creating.add(uuid)  # the watch beat the create's own response
+                self._seen_while_creating.add(uuid)
         self._wakeup.set()
 
+    def leadership_changed(self, leading: bool) -> None:
+        """A replica that stops leading hands its queue over: the new leader's takeover sweep finds
+        every job still scheduled, so dropping ours here loses nothing and cannot duplicate."""
+        if not leading:
+            for entry in (*self._ready, *self._later):
+                record = self._book.get(entry.job.uuid)
+                if record is not None and record.stage is Stage.QUEUED:
+                    self._book.end(entry.job.uuid, Stage.HANDED_OVER, "admit", "leadership lost")
+            self._ready.clear()
+            self._later.clear()
+            self._metrics.queue_depth.set(0)
+        self._wakeup.set()
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def queued(self) -> int:
+        return len(self._ready) + len(self._later)
+
     def in_flight(self) -> int:
-        live = set(self._live_pods())
         now = self._clock()
         for uuid, created_at in list(self._unseen.items()):
             if now - created_at > UNSEEN_EXPIRY_SECONDS:
                 del self._unseen[uuid]
-        count = len(live | self._creating | self._unseen.keys())
+        creating = len(self._creating) - len(self._seen_while_creating)
+        count = self._live_pods() + creating + len(self._unseen)
         self._metrics.in_flight.set(count)
         return count
 
+    def is_full(self) -> bool:
+        return self._limit > 0 and self.in_flight() >= self._limit
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    # --- the loop -------------------------------------------------------------------------------------
+
     async def run(self) -> None:
         while True:
-            await self._wakeup.wait()
             self._wakeup.clear()
-            self._admit_ready()
+            self.admit_ready()
+            timeout = None
+            if self._later:
+                timeout = max(0.0, self._later[0].sort_key[0] - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
 
-    def _admit_ready(self) -> None:
-        if self._draining:
+    def admit_ready(self) -> None:
+        if self._draining or not self._is_leader():
             return
+        now = self._clock()
+        while self._later and self._later[0].sort_key[0] <= now:
+            self._push(heapq.heappop(self._later).job)
         slots = free_slots(in_flight=self.in_flight(), limit=self._limit)
-        while self._heap and (slots is None or slots > 0) and len(self._creating) < self._concurrency:
-            job = heapq.heappop(self._heap).job
-            if job.uuid not in self._queued:
-                continue  # discarded while queued
-            self._queued.discard(job.uuid)
-            self._creating.add(job.uuid)
-            task = asyncio.create_task(self._run_create(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        stale: list[Job] = []
+        while self._ready and (slots is None or slots > 0) and len(self._creating) < self._concurrency:
+            job = heapq.heappop(self._ready).job
+            record = self._book.get(job.uuid)
+            if record is None or record.stage is not Stage.QUEUED or self._book.pod_ever_seen(job.uuid):
+                continue  # cancelled, ended, or its pod showed up: nothing to create
+            if record.cancelled:
+                self._book.end(job.uuid, Stage.CANCELLED, "admit", "cancelled while queued")
+                continue
+            if self._book.confirmation_age(job.uuid) > self._reconfirm_after:
+                stale.append(job)
+                continue
+            self._start_create(job)
             if slots is not None:
                 slots -= 1
-        if slots == 0:  # max-in-flight, not create concurrency, holds the rest back
-            for queued in self._heap:
-                if queued.job.uuid in self._queued:
-                    self._on_waiting(queued.job.uuid)
-        self._metrics.queue_depth.set(len(self._heap))
+        if stale:
+            self._start_recheck(stale)
+        self._metrics.queue_depth.set(self.queued())
 
-    async def _run_create(self, job: Job) -> None:
-        exists = False
+    # --- creating -------------------------------------------------------------------------------------
+
+    def _start_create(self, job: Job) -> None:
+        record = self._book.move(job.uuid, Stage.CREATING, "create", f"in flight {self.in_flight()}")
+        record.attempts += 1
+        self._creating[job.uuid] = asyncio.create_task(self._create(job, record.attempts))
+
+    async def _create(self, job: Job, attempt: int) -> None:
         try:
-            exists = await self._create(job)
+            outcome = await self._creator.create(job, attempt=attempt)
+            await self._settle(job, outcome)
+        except Exception as exc:  # a bug must not strand the job: it goes back in line
+            log.exception("create of %s crashed", job.uuid)
+            await self._settle(job, Retry(5.0, f"internal error {type(exc).__name__}"))
         finally:
-            self._creating.discard(job.uuid)
-            if exists and job.uuid not in self._seen_while_creating:
-                self._unseen[job.uuid] = self._clock()
+            self._creating.pop(job.uuid, None)
             self._seen_while_creating.discard(job.uuid)
             self._wakeup.set()
+
+    async def _settle(self, job: Job, outcome: CreateOutcome) -> None:
+        record = self._book.get(job.uuid)
+        if record is None:
+            return
+        match outcome:
+            case Created() | Exists():
+                if job.uuid not in self._seen_while_creating:
+                    self._unseen[job.uuid] = self._clock()
+                if record.stage is Stage.CREATING:
+                    what = "created" if isinstance(outcome, Created) else "exists"
+                    self._book.move(job.uuid, Stage.CREATED, what, outcome.pod)
+                else:
+                    self._book.note(job.uuid, "created" if isinstance(outcome, Created) else "exists")
+            case Retry():
+                await self._retry(job, outcome)
+            case Failed():
+                await self._fail(job, outcome.reason, outcome.message)
+
+    async def _retry(self, job: Job, retry: Retry) -> None:
+        record = self._book.get(job.uuid)
+        if record is None or record.stage is not Stage.CREATING:
+            return
+        if record.cancelled:
+            self._book.end(
+                job.uuid, Stage.CANCELLED, "admit", f"cancelled; create had failed: {retry.reason}"
+            )
+            return
+        now = self._clock()
+        if retry.quota:
+            first = record.quota_refused_at = record.quota_refused_at or now
+            if now - first >= self._quota_deadline:
+                await self._fail(
+                    job,
+                    "quota",
+                    f"Kubernetes refused the pod for this job for {now - first:.0f} s because of a resource "
+                    f"quota; giving up. Last refusal: {retry.reason}",
+                )
+                return
+        jlog = job_log(log, job.uuid, stage="admit")
+        jlog.warning("create refused (%s); retrying in %.1f s", retry.reason, retry.after)
+        self._book.move(job.uuid, Stage.QUEUED, "retry", f"in {retry.after:.1f} s: {retry.reason}")
+        heapq.heappush(self._later, _Queued((now + retry.after, next(self._seq)), job))
+
+    async def _fail(self, job: Job, reason: str, message: str) -> None:
+        self._book.note(job.uuid, "failing", reason)
+        try:
+            outcome = await self._failer.fail(job.uuid, reason=reason, message=message)
+        except Exception:
+            log.exception("failing %s crashed", job.uuid)
+            outcome = "error"
+        if _reported(outcome):
+            self._book.end(job.uuid, Stage.FAILED, "buildkite", message, outcome=f"failed: {reason}")
+        else:
+            # Not reported (Buildkite unreachable, or someone else holds the job): the job is still
+            # scheduled or in other hands. Dropped, the next sweep tries it again; no pod exists.
+            self._book.end(job.uuid, Stage.DROPPED, "buildkite", f"{reason}: report {outcome}")
+
+    # --- re-checking stale confirmations --------------------------------------------------------------
+
+    def _start_recheck(self, jobs: list[Job]) -> None:
+        if self._rechecking is not None:
+            for job in jobs:
+                self._push(job)  # the running re-check finishes first
+            return
+        for job in jobs:
+            self._book.move(job.uuid, Stage.CONFIRMING, "recheck", "confirmation is stale")
+        self._rechecking = asyncio.create_task(self._run_recheck(jobs[:MAX_RECHECK_BATCH]))
+        for job in jobs[MAX_RECHECK_BATCH:]:
+            self._book.move(job.uuid, Stage.QUEUED, "recheck", "next batch")
+            self._push(job)
+
+    async def _run_recheck(self, jobs: list[Job]) -> None:
+        try:
+            try:
+                verdicts = await self._recheck.recheck([job.uuid for job in jobs])
+            except BuildkiteError as exc:
+                log.warning("re-check of %d queued jobs failed: %s", len(jobs), exc)
+                verdicts = {}
+            now = self._clock()
+            for job in jobs:
+                record = self._book.get(job.uuid)
+                if record is None or record.stage is not Stage.CONFIRMING:
+                    continue
+                verdict = verdicts.get(job.uuid)
+                if verdict == "scheduled":
+                    self._book.confirmed(job.uuid, at=now)
+                    self._book.move(job.uuid, Stage.QUEUED, "confirmed", "still scheduled")
+                    self._push(job)
+                elif verdict is None:
+                    self._book.move(job.uuid, Stage.QUEUED, "recheck", "Buildkite did not answer")
+                    heapq.heappush(self._later, _Queued((now + RECHECK_RETRY_SECONDS, next(self._seq)), job))
+                else:
+                    self._book.end(job.uuid, Stage.DROPPED, "recheck", verdict)
+        finally:
+            self._rechecking = None
+            self._wakeup.set()
+
+    # --- shutdown -------------------------------------------------------------------------------------
 
     async def drain(self, *, timeout: float) -> None:
         """Stop admitting; give the creates already running ``timeout`` seconds, then cancel them.
@@ -152,7 +331,9 @@ class Admitter:
         leader's sweep (or this replica's, after a restart) picks it up; the pod name keeps it single.
         """
         self._draining = True
-        running = [task for task in self._tasks if not task.done()]
+        running = [task for task in self._creating.values() if not task.done()]
+        if self._rechecking is not None:
+            running.append(self._rechecking)
         if not running:
             return
         _, pending = await asyncio.wait(running, timeout=timeout)
@@ -160,10 +341,10 @@ class Admitter:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    def requeue(self, job: Job) -> None:
-        """A create failed for a reason that may pass (quota, API overload): queue the job again."""
-        self._unseen.pop(job.uuid, None)
-        heapq.heappush(self._heap, _Queued((-job.priority, next(self._seq)), job))
-        self._queued.add(job.uuid)
-        self._metrics.queue_depth.set(len(self._heap))
-        self._wakeup.set()
+    def _push(self, job: Job) -> None:
+        heapq.heappush(self._ready, _Queued((-job.priority, next(self._seq)), job))
+
+
+def _reported(outcome: object) -> bool:
+    """Whether ``JobFailer.fail`` failed the job in Buildkite (its outcome is an enum or a string)."""
+    return str(getattr(outcome, "value", outcome)).lower() == "failed"

@@ -1,20 +1,24 @@
 """Confirm: ask Buildkite, in ONE GraphQL request per batch, whether each job is still ours to run.
 
-Input: batches of UUIDs from ``intake``, or records the sweep already fetched. Output: ``podspec.Job``
-values for ``admit``. A job is dropped when Buildkite does not know it, it is no longer ``scheduled``
-(cancelled, taken by another agent), or its agent tags do not match ours.
+Input: batches of UUIDs from ``intake`` (leader only), or records the sweep already fetched. Output:
+``podspec.Job`` values handed to ``admit``; every other job ends in the book as ``dropped`` with the
+reason: Buildkite does not know it, it is no longer ``scheduled`` (cancelled, taken by an agent), or
+its agent tags are not ours. ``recheck`` answers the same question for jobs that waited so long in
+admission that their confirmation is stale (``Admitter``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from app.buildkite.graphql import GraphQLClient
-from app.buildkite.queries import JobRecord
+from app.buildkite.queries import JobRecord as BuildkiteJob
 from app.errors import BuildkiteError
-from app.intake import Intake
+from app.intake import Retry
+from app.jobs import JobBook, Stage
 from app.logs import job_log
 from app.metrics import Metrics
 from app.tags import ControllerTags
@@ -24,16 +28,21 @@ log = logging.getLogger(__name__)
 
 # After the client's own retries gave up (Buildkite down, budget spent), wait before trying again.
 REQUEUE_DELAY_SECONDS = 5.0
+SCHEDULED = "scheduled"
 
 
-def to_job(record: JobRecord) -> Job:
+def to_job(record: BuildkiteJob) -> Job:
     return Job(
-        uuid=record.uuid,
+        uuid=record.uuid.lower(),
         command=record.command,
         env=dict(record.env),
         agent_tags=parse_agent_query_rules(record.agent_query_rules),
         priority=record.priority,
     )
+
+
+class AdmitStage(Protocol):
+    def enqueue(self, jobs: Sequence[Job]) -> None: ...
 
 
 class Confirmer:
@@ -42,61 +51,75 @@ class Confirmer:
         *,
         graphql: GraphQLClient,
         tags: ControllerTags,
-        intake: Intake,
-        admit: Callable[[list[Job]], Awaitable[None]],
+        book: JobBook,
+        admitter: AdmitStage,
         metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._graphql = graphql
         self._tags = tags
-        self._intake = intake
-        self._admit = admit
+        self._book = book
+        self._admitter = admitter
         self._metrics = metrics
+        self._clock = clock
 
-    async def confirm(self, uuids: list[str]) -> None:
-        """One GraphQL request for the batch; on a lasting Buildkite failure, requeue it later."""
+    async def confirm(self, uuids: list[str]) -> Retry | None:
+        """One GraphQL request for the batch; a lasting Buildkite failure asks intake to retry it."""
         self._metrics.confirm_batch_size.observe(len(uuids))
         self._metrics.graphql_calls.labels("confirm").inc()
+        asked_at = self._clock()
         try:
             records = await self._graphql.confirm_jobs(uuids)
         except BuildkiteError as exc:
             self._metrics.graphql_errors.labels("confirm").inc()
-            log.warning(
-                "confirm of %d jobs failed (%s); retrying in %.0f s", len(uuids), exc, REQUEUE_DELAY_SECONDS
-            )
-            await asyncio.sleep(REQUEUE_DELAY_SECONDS)
-            self._intake.requeue(uuids)
-            return
+            return Retry(uuids, after=REQUEUE_DELAY_SECONDS, reason=f"confirm failed: {exc}")
         finally:
             self._record_budget()
-        kept = [record for uuid in uuids if (record := self._keep(uuid, records.get(uuid)))]
-        if kept:  # already filtered: going through accept() would count each job twice
-            await self._admit([to_job(record) for record in kept])
+        self._admit([(uuid, records.get(uuid)) for uuid in uuids], asked_at=asked_at)
+        return None
 
-    async def accept(self, records: Sequence[JobRecord]) -> None:
-        """Records known to be current (from a confirm or a sweep page): filter, then admit."""
-        jobs = [to_job(record) for record in records if self._keep(record.uuid, record)]
+    async def accept(self, records: list[BuildkiteJob]) -> None:
+        """Records known to be current (a sweep page): judge them like a confirm's answers."""
+        self._admit([(record.uuid.lower(), record) for record in records], asked_at=self._clock())
+
+    async def recheck(self, uuids: list[str]) -> dict[str, str]:
+        """For admission: each job's verdict now (``scheduled`` or why not). Raises ``BuildkiteError``."""
+        self._metrics.graphql_calls.labels("recheck").inc()
+        try:
+            records = await self._graphql.confirm_jobs(uuids)
+        finally:
+            self._record_budget()
+        return {uuid: self._verdict(uuid, records.get(uuid)) for uuid in uuids}
+
+    def _admit(self, answers: list[tuple[str, BuildkiteJob | None]], *, asked_at: float) -> None:
+        jobs: list[Job] = []
+        for uuid, record in answers:
+            verdict = self._verdict(uuid, record)
+            self._metrics.jobs_confirmed.labels(verdict).inc()
+            current = self._book.get(uuid)
+            if current is None or current.stage not in {Stage.SEEN, Stage.CONFIRMING}:
+                continue  # cancelled or its pod showed up meanwhile
+            if verdict != SCHEDULED or record is None:
+                job_log(log, uuid, stage="confirm").info("dropped: %s", verdict)
+                self._book.end(uuid, Stage.DROPPED, "confirm", verdict)
+                continue
+            self._book.confirmed(uuid, at=asked_at)
+            self._book.move(uuid, Stage.QUEUED, "confirmed", f"scheduled, priority {record.priority}")
+            jobs.append(to_job(record))
         if jobs:
-            await self._admit(jobs)
+            self._admitter.enqueue(jobs)
 
-    def _keep(self, uuid: str, record: JobRecord | None) -> JobRecord | None:
-        outcome = self._outcome(uuid, record)
-        self._metrics.jobs_confirmed.labels(outcome).inc()
-        if outcome != "scheduled":
-            job_log(log, uuid, stage="confirm").info("dropped: %s", outcome)
-            self._intake.mark(uuid, "dropped")
-            return None
-        return record
-
-    def _outcome(self, uuid: str, record: JobRecord | None) -> str:
-        if self._intake.is_cancelled(uuid):
+    def _verdict(self, uuid: str, record: BuildkiteJob | None) -> str:
+        current = self._book.get(uuid)
+        if current is not None and current.cancelled:
             return "cancelled"
         if record is None:
             return "unknown"
-        if record.state != "scheduled":
+        if record.state != SCHEDULED:
             return f"state_{record.state}"
         if not self._tags.matches_rules(record.agent_query_rules):
             return "not_our_tags"
-        return "scheduled"
+        return SCHEDULED
 
     def _record_budget(self) -> None:
         budget = self._graphql.budget

@@ -1,11 +1,14 @@
-"""Intake: where job UUIDs from webhooks and the sweep meet, are de-duplicated and micro-batched.
+"""Intake: job UUIDs from webhooks, the sweep and followers meet here, once each, and leave in batches.
 
-Input: ``submit(uuid)`` from the webhook route, ``submit_confirmed(records)`` from the sweep (its
-GraphQL answer already holds the job data). Output: batches of ≤100 UUIDs to ``confirm``, and
-confirmed records straight to ``confirm.accept`` for the sweep's jobs.
+Input: ``submit(uuid, source)`` (webhook route, relay route) and ``submit_confirmed(records)`` (the sweep,
+whose GraphQL answer already holds the job data). Output, on the leader: batches of ≤100 UUIDs to
+``Confirmer.confirm`` and the sweep's records to ``Confirmer.accept``; on a follower: batches to the
+``Relay``, which posts them to the leader. Only the leader confirms, admits and creates, so the
+in-flight limit and priority order are cluster-wide and a job is never created by two replicas.
 
-A UUID stays known from its first sighting until its pod exists (then the pod watch knows it) or until
-it is dropped; a dropped UUID is remembered for a short while so duplicate webhooks cost nothing.
+Batching is natural, not timed: a UUID that arrives while no batch is out leaves at once; UUIDs that
+arrive while one is out leave together as the next batch. A burst costs a few requests per hundred
+jobs, a trickle pays no waiting window.
 """
 
 from __future__ import annotations
@@ -13,192 +16,166 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
-from app.buildkite.queries import JobRecord
+from app.buildkite.queries import JobRecord as BuildkiteJob
+from app.jobs import JobBook, Stage, is_uuid, normalise
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# How long a dropped (not scheduled / not ours / failed) UUID is remembered: duplicate webhooks arrive
-# within seconds; after that a fresh confirm is cheap and correct.
-DROPPED_TTL_SECONDS = 60.0
-# A cancelled job never becomes scheduled again (a retry is a new job with a new UUID); an hour covers
-# any late webhook or sweep page that still shows it.
-CANCELLED_TTL_SECONDS = 3600.0
-SETTLED_STAGES = frozenset({"done", "dropped", "waiting"})
-# Confirms in flight at once. While they are busy, new UUIDs pile up and leave as one bigger batch: a
-# burst of webhooks costs a few GraphQL requests per hundred jobs, and a trickle still goes out at once.
-MAX_CONFIRMS_IN_FLIGHT = 2
+# Undelivered relays and failed confirms wait this long (doubling to the maximum) before another try.
+RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 10.0
+# A follower that cannot reach any leader keeps at most this many UUIDs; past it the oldest are left
+# to the leader's sweep (a webhook is never answered with an error for it: it was verified and parsed).
+MAX_PENDING = 50_000
 
 
-@dataclass(slots=True)
-class Entry:
-    stage: str  # pending | confirming | queued | waiting (for capacity) | creating | done | dropped
-    first_seen: float
-    from_webhook: bool
-    finished_at: float | None = None
-    outcome: asyncio.Future[str] | None = field(default=None, repr=False)
+class Retry:
+    """A batch's work could not be done now: try these UUIDs again after ``after`` seconds."""
+
+    __slots__ = ("after", "reason", "uuids")
+
+    def __init__(self, uuids: list[str], *, after: float, reason: str) -> None:
+        self.uuids = uuids
+        self.after = after
+        self.reason = reason
+
+
+class ConfirmStage(Protocol):
+    async def confirm(self, uuids: list[str]) -> Retry | None: ...
+    async def accept(self, records: list[BuildkiteJob]) -> None: ...
+
+
+class RelayStage(Protocol):
+    async def forward(self, uuids: list[str]) -> Retry | None: ...
 
 
 class Intake:
-    """De-duplicate and batch job UUIDs; ``has_pod(uuid)`` consults the pod watch."""
-
     def __init__(
         self,
         *,
+        book: JobBook,
+        confirmer: ConfirmStage,
+        relay: RelayStage,
+        is_leader: Callable[[], bool],
         batch_size: int,
-        window_seconds: float,
-        confirm: Callable[[list[str]], Awaitable[None]],
-        accept: Callable[[list[JobRecord]], Awaitable[None]],
-        has_pod: Callable[[str], bool],
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._book = book
+        self._confirmer = confirmer
+        self._relay = relay
+        self._is_leader = is_leader
         self._batch_size = batch_size
-        self._window = window_seconds
-        self._confirm = confirm
-        self._accept = accept
-        self._has_pod = has_pod
         self._metrics = metrics
         self._clock = clock
-        self.entries: dict[str, Entry] = {}
-        self._pending: list[str] = []
-        self._cancelled: dict[str, float] = {}
+        self._pending: dict[str, None] = {}  # insertion-ordered set of UUIDs for the next batch
+        self._not_before = 0.0  # after a failed batch: no new batch before this (monotonic)
+        self._failures = 0
         self._wakeup = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._confirm_done = asyncio.Event()
 
     # --- input ----------------------------------------------------------------------------------------
 
-    def submit(self, uuid: str) -> bool:
-        """A webhook announced ``uuid``. False when it is already known (a duplicate)."""
-        uuid = uuid.lower()
-        if self._is_known(uuid):
+    def submit(self, uuid: str, *, source: str = "webhook") -> bool:
+        """A webhook (or a follower's relay of one) named ``uuid``. False for a duplicate or a non-UUID."""
+        key = normalise(uuid)
+        if not is_uuid(key):
+            return False
+        if not self._book.sighted(key, source=source):
             self._metrics.duplicates_avoided.labels("intake").inc()
             return False
-        self.entries[uuid] = Entry("pending", self._clock(), from_webhook=True)
-        self._pending.append(uuid)
-        self._metrics.intake_pending.set(len(self._pending))
-        self._wakeup.set()
+        self._enqueue([key])
         return True
 
-    async def submit_confirmed(self, records: Iterable[JobRecord]) -> tuple[list[JobRecord], int]:
-        """Sweep results: (records new to us, how many were already known)."""
-        fresh: list[JobRecord] = []
+    async def submit_confirmed(self, records: Iterable[BuildkiteJob]) -> tuple[list[BuildkiteJob], int]:
+        """Sweep results, already known scheduled: (records new to us, how many were known)."""
+        fresh: list[BuildkiteJob] = []
         known = 0
         for record in records:
-            if self._is_known(record.uuid):
+            key = normalise(record.uuid)
+            if self._book.sighted(key, source="sweep", still_scheduled=True):
+                fresh.append(record)
+            else:
                 known += 1
-                continue
-            self.entries[record.uuid] = Entry("confirming", self._clock(), from_webhook=False)
-            fresh.append(record)
-        if fresh:
-            await self._accept(fresh)
+        if not fresh:
+            return fresh, known
+        if self._is_leader():
+            await self._confirmer.accept(fresh)
+        else:  # a follower's POST /reconcile: the leader confirms and creates
+            self._enqueue([normalise(record.uuid) for record in fresh])
         return fresh, known
 
-    def cancel(self, uuid: str) -> None:
-        """The job was cancelled in Buildkite: never create a pod for it, whatever is in flight."""
-        uuid = uuid.lower()
-        self._cancelled[uuid] = self._clock()
-        entry = self.entries.get(uuid)
-        if entry is not None and entry.stage in {"pending", "confirming", "queued"}:
-            self.mark(uuid, "dropped")
+    def pending(self) -> int:
+        return len(self._pending)
 
-    def is_cancelled(self, uuid: str) -> bool:
-        return uuid in self._cancelled
-
-    # --- bookkeeping used by the later stages ---------------------------------------------------------
-
-    def mark(self, uuid: str, stage: str) -> None:
-        entry = self.entries.get(uuid)
-        if entry is None:
-            entry = self.entries[uuid] = Entry(stage, self._clock(), from_webhook=False)
-        entry.stage = stage
-        if stage in {"done", "dropped"}:
-            entry.finished_at = self._clock()
-        if stage in SETTLED_STAGES and entry.outcome is not None and not entry.outcome.done():
-            entry.outcome.set_result(stage)
-
-    def outcome(self, uuid: str) -> asyncio.Future[str]:
-        """Resolves to ``done``, ``dropped`` or ``waiting`` (for capacity) once the job's fate is known."""
-        entry = self.entries[uuid]
-        if entry.outcome is None:
-            entry.outcome = asyncio.get_running_loop().create_future()
-            if entry.stage in SETTLED_STAGES:
-                entry.outcome.set_result(entry.stage)
-        return entry.outcome
-
-    def announced(self, uuid: str) -> bool:
-        entry = self.entries.get(uuid)
-        return bool(entry and entry.from_webhook)
-
-    def _is_known(self, uuid: str) -> bool:
-        if uuid in self._cancelled:
-            return True
-        entry = self.entries.get(uuid)
-        if entry is not None:
-            if entry.stage not in {"done", "dropped"}:
-                return True
-            if self._clock() - (entry.finished_at or 0) <= DROPPED_TTL_SECONDS:
-                return True
-        return self._has_pod(uuid)
-
-    def forget_finished(self) -> None:
-        """Drop bookkeeping older than its usefulness (called periodically)."""
-        now = self._clock()
-        for uuid, entry in list(self.entries.items()):
-            if entry.stage in {"done", "dropped"} and now - (entry.finished_at or now) > DROPPED_TTL_SECONDS:
-                del self.entries[uuid]
-        for uuid, when in list(self._cancelled.items()):
-            if now - when > CANCELLED_TTL_SECONDS:
-                del self._cancelled[uuid]
+    def _enqueue(self, uuids: Iterable[str]) -> None:
+        for key in uuids:
+            self._pending[key] = None
+        while len(self._pending) > MAX_PENDING:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            self._book.end(oldest, Stage.DROPPED, "intake", "intake full; left to the leader's sweep")
+        self._metrics.intake_pending.set(len(self._pending))
+        self._wakeup.set()
 
     # --- the batching loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Forever: wait for UUIDs, gather for a few ms (or a full batch), hand the batch to confirm."""
+        """Forever: one batch out at a time; whatever arrived meanwhile is the next batch."""
         while True:
             await self._wakeup.wait()
-            if len(self._pending) < self._batch_size and self._window > 0:
-                await asyncio.sleep(self._window)
-            await self._confirm_slot()
-            batch, self._pending = self._pending[: self._batch_size], self._pending[self._batch_size :]
-            if not self._pending:
-                self._wakeup.clear()
-            self._metrics.intake_pending.set(len(self._pending))
-            batch = [uuid for uuid in batch if uuid not in self._cancelled]
-            for uuid in batch:
-                self.mark(uuid, "confirming")
-            if batch:
-                task = asyncio.create_task(self._confirm_guarded(batch))
-                self._tasks.add(task)
-                task.add_done_callback(self._confirm_finished)
+            delay = self._not_before - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            batch = self._take_batch()
+            if not batch:
+                continue
+            retry = await self._send(batch)
+            if retry is None:
+                self._failures = 0
+                continue
+            self._failures += 1
+            self._not_before = self._clock() + min(
+                MAX_RETRY_SECONDS, max(retry.after, RETRY_SECONDS * 2 ** (self._failures - 1))
+            )
+            log.warning("%d jobs not handed on (%s); retrying", len(retry.uuids), retry.reason)
+            self._enqueue(uuid for uuid in retry.uuids if self._still_waiting(uuid))
 
-    async def _confirm_guarded(self, batch: list[str]) -> None:
+    def _take_batch(self) -> list[str]:
+        batch: list[str] = []
+        for key in list(self._pending):
+            if len(batch) >= self._batch_size:
+                break
+            del self._pending[key]
+            if self._still_waiting(key):
+                batch.append(key)
+        if not self._pending:
+            self._wakeup.clear()
+        self._metrics.intake_pending.set(len(self._pending))
+        return batch
+
+    def _still_waiting(self, key: str) -> bool:
+        record = self._book.get(key)
+        return record is not None and record.stage in {Stage.SEEN, Stage.CONFIRMING}
+
+    async def _send(self, batch: list[str]) -> Retry | None:
+        """To confirm on the leader, to the leader from a follower. A crash keeps the batch for a retry."""
         try:
-            await self._confirm(batch)
-        except Exception:
-            # Left in "confirming", these UUIDs would count as known forever and never get a pod.
-            # Dropped, they are forgotten after a while and the sweep picks them up again.
-            log.exception("confirming %d jobs crashed; the sweep will pick them up", len(batch))
-            for uuid in batch:
-                self.mark(uuid, "dropped")
-
-    async def _confirm_slot(self) -> None:
-        while len(self._tasks) >= MAX_CONFIRMS_IN_FLIGHT:
-            self._confirm_done.clear()
-            await self._confirm_done.wait()
-
-    def _confirm_finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._confirm_done.set()
-
-    def requeue(self, uuids: Iterable[str]) -> None:
-        """Confirm failed for a transient reason: try these again with the next batch."""
-        for uuid in uuids:
-            if uuid not in self._cancelled:
-                self.mark(uuid, "pending")
-                self._pending.append(uuid)
-        self._wakeup.set()
+            if self._is_leader():
+                for key in batch:
+                    self._book.move(key, Stage.CONFIRMING, "confirm", f"batch of {len(batch)}")
+                retry = await self._confirmer.confirm(batch)
+            else:
+                retry = await self._relay.forward(batch)
+        except Exception as exc:
+            log.exception("handing on %d jobs crashed; retrying", len(batch))
+            retry = Retry(batch, after=RETRY_SECONDS, reason=f"{type(exc).__name__}")
+        if retry is not None:
+            for key in retry.uuids:
+                record = self._book.get(key)
+                if record is not None and record.stage is Stage.CONFIRMING:
+                    self._book.move(key, Stage.SEEN, "retry", retry.reason)
+        return retry

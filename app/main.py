@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,32 +26,31 @@ from pydantic import SecretStr
 from app.admit import Admitter
 from app.buildkite.agent_api import AgentAPI
 from app.buildkite.graphql import GraphQLClient
-from app.buildkite.queries import JobRecord
 from app.confirm import Confirmer
 from app.create import Creator
 from app.fail import JobFailer
-from app.intake import Intake
+from app.intake import MAX_PENDING, Intake
+from app.jobs import JobBook
 from app.kube import KubeAPI, KubeGateway, TokenBucket, open_kube_api
 from app.leader import LeaderElector
 from app.lifecycle import LifecyclePolicy
 from app.lifecycle.runner import LifecycleRunner
 from app.metrics import Metrics
 from app.ops import router as ops_router
+from app.relay import Relay, RelayReceiver
+from app.relay import router as relay_router
 from app.settings import Settings
 from app.sweep import Sweeper
 from app.tags import ControllerTags
-from app.timings import Timings
 from app.watch import PodWatch
+from app.web import router as web_router
 from app.webhook import WebhookIntake
 from app.webhook import router as webhook_router
-from podspec import Job
 
 log = logging.getLogger(__name__)
 
 # Bookkeeping of finished/dropped jobs is trimmed this often.
 HOUSEKEEPING_SECONDS = 30.0
-# Ready while Buildkite's GraphQL answered within this long (a sweep runs at least every minute).
-READY_GRAPHQL_SECONDS = 300.0
 # Giving the Lease back at shutdown may take this long; after that a follower waits out its expiry.
 LEASE_RELEASE_SECONDS = 3.0
 # A crashed stage loop restarts after these pauses (the last one repeats).
@@ -68,6 +67,7 @@ class Controller:
     metrics: Metrics
     kube: KubeGateway
     graphql: GraphQLClient
+    jobs: JobBook
     watch: PodWatch
     intake: Intake
     confirmer: Confirmer
@@ -76,6 +76,7 @@ class Controller:
     sweeper: Sweeper
     lifecycle: LifecycleRunner
     webhooks: WebhookIntake
+    relay_receiver: RelayReceiver
     elector: LeaderElector
     accepting: bool = True
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -111,38 +112,39 @@ class Controller:
             await close()
 
     def is_ready(self) -> dict[str, bool]:
-        # "Reachable" means answered recently, not "the last call worked": one failed sweep must not
-        # take every replica out of the Service, which would turn a GraphQL blip into lost webhooks.
-        answered = self.graphql.last_success_at
+        """Ready means "this replica can take a webhook now": a follower relays it to the leader, so
+        Buildkite's reachability is not a condition (a follower may not call GraphQL for hours)."""
         return {
             "accepting": self.accepting,
             "pod_watch_synced": self.watch.synced.is_set(),
-            "buildkite_reachable": answered is not None and time.time() - answered < READY_GRAPHQL_SECONDS,
+            "intake_not_full": self.intake.pending() < MAX_PENDING,
         }
+
+    def leadership_changed(self, leading: bool) -> None:
+        """The one place a change of leadership fans out from."""
+        self.metrics.is_leader.set(1 if leading else 0)
+        self.admitter.leadership_changed(leading)
+        if leading:
+            self.sweeper.trigger()  # a new leader sweeps at once: the old one may have died mid-burst
+            self.lifecycle.wake()  # and acts on the pods it has only been watching
 
     async def _sweep_when_synced(self) -> None:
         # The first sweep must see the pods that already exist, or it would create duplicates' work.
         await self.watch.synced.wait()
-        if not self.is_leader():
-            # Followers sweep once at boot too: it proves Buildkite is reachable (readiness) and
-            # catches up on jobs at once after a restart; creates are idempotent, so it is safe.
-            await self.sweeper.sweep(trigger="boot")
         await self.sweeper.run()
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            self.intake.forget_finished()
+            self.jobs.forget_old()
 
 
 def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.AsyncClient) -> Controller:
-    """The stages, wired. Intake, confirm, admit and create report back to each other (bookkeeping,
-    requeues), so they are joined through small late-bound callbacks rather than built strictly in order.
-    """
+    """The stages, built back to front, each given the next; nothing here carries logic."""
     metrics = Metrics()
-    timings = Timings(metrics)
     tags = ControllerTags.from_settings(queues=settings.intake.queues, tags=settings.intake.tags)
     bk = settings.buildkite
+    identity = settings.leader.identity or _default_identity()
     graphql = GraphQLClient(http, url=bk.graphql_endpoint, token=_secret(bk.token) or "")
     agent_api = (
         AgentAPI(http, endpoint=bk.agent_endpoint, agent_token=_secret(bk.agent_token) or "")
@@ -150,13 +152,21 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         else None
     )
     failer = JobFailer(agent_api, metrics=metrics)
+    book = JobBook(replica=identity, timer=metrics)
+    controller: Controller | None = None
+
+    def leadership_changed(leading: bool) -> None:
+        if controller is not None:
+            controller.leadership_changed(leading)
+
     elector = LeaderElector(
         kube=kube,
         name=settings.leader.lease_name,
-        identity=settings.leader.identity or _default_identity(),
+        identity=identity,
+        advertise_url=advertise_url(settings),
         lease_duration_seconds=settings.leader.lease_duration_seconds,
         renew_interval_seconds=settings.leader.renew_interval_seconds,
-        on_change=lambda leading: _leadership_changed(leading, metrics, sweeper, lifecycle),
+        on_change=leadership_changed,
     )
     watch = PodWatch(kube=kube, controller_id=settings.pod.id, metrics=metrics)
     lifecycle = LifecycleRunner(
@@ -168,61 +178,46 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         settings=settings.lifecycle,
         policy=_policy(settings),
         is_leader=elector.is_leader,
+        book=book,
     )
-
-    async def confirm(batch: list[str]) -> None:
-        await confirmer.confirm(batch)
-
-    async def accept(records: list[JobRecord]) -> None:
-        await confirmer.accept(records)
-
-    async def create(job: Job) -> bool:
-        return await creator.create(job)
-
-    async def admit(jobs: list[Job]) -> None:
-        for job in jobs:
-            intake.mark(job.uuid, "queued")
-            timings.observe(job.uuid, "confirmed")
-        await admitter.enqueue(jobs)
-
-    intake = Intake(
-        batch_size=settings.intake.batch_size,
-        window_seconds=settings.intake.batch_window_seconds,
-        confirm=confirm,
-        accept=accept,
-        has_pod=watch.has,
-        metrics=metrics,
-    )
-    confirmer = Confirmer(graphql=graphql, tags=tags, intake=intake, admit=admit, metrics=metrics)
+    creator = Creator(kube=kube, pod_config=settings.pod, metrics=metrics)
     admitter = Admitter(
+        book=book,
+        creator=creator,
+        recheck=_Recheck(lambda: confirmer),
+        failer=failer,
+        live_pods=watch.live_count,
         max_in_flight=settings.admit.max_in_flight,
         concurrency=settings.admit.create_concurrency,
-        create=create,
-        live_pods=watch.live_uuids,
+        quota_deadline_seconds=settings.lifecycle.pending_timeout_seconds,
         metrics=metrics,
-        on_waiting=lambda uuid: intake.mark(uuid, "waiting"),
+        is_leader=elector.is_leader,
     )
-    creator = Creator(
-        kube=kube,
-        pod_config=settings.pod,
-        failer=failer,
-        intake=intake,
-        requeue=admitter.requeue,
+    confirmer = Confirmer(graphql=graphql, tags=tags, book=book, admitter=admitter, metrics=metrics)
+    relay_key = _secret(settings.webhook.secret) or _secret(settings.webhook.token)
+    relay = Relay(http=http, leader_url=lambda: elector.leader_url, key=relay_key, book=book, metrics=metrics)
+    intake = Intake(
+        book=book,
+        confirmer=confirmer,
+        relay=relay,
+        is_leader=elector.is_leader,
+        batch_size=settings.intake.batch_size,
         metrics=metrics,
-        timings=timings,
     )
     sweeper = Sweeper(
         graphql=graphql,
         org=bk.org,
         tags=tags,
         intake=intake,
+        book=book,
         settings=settings.sweep,
         metrics=metrics,
         is_leader=elector.is_leader,
+        capacity_full=admitter.is_full,
     )
 
     def on_cancel(uuid: str) -> None:
-        admitter.discard(uuid)
+        book.cancel(uuid)
         lifecycle.cancel(uuid)
 
     controller = Controller(
@@ -231,6 +226,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         metrics=metrics,
         kube=kube,
         graphql=graphql,
+        jobs=book,
         watch=watch,
         intake=intake,
         confirmer=confirmer,
@@ -244,13 +240,47 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
             intake=intake,
             on_cancel=on_cancel,
             metrics=metrics,
-            timings=timings,
-            is_accepting=lambda: controller.accepting,
+            is_accepting=lambda: controller is not None and controller.accepting,
         ),
+        relay_receiver=RelayReceiver(
+            key=relay_key,
+            allow_unsigned=settings.webhook.allow_unsigned,
+            submit=lambda uuid: intake.submit(uuid, source="relay"),
+            is_leader=elector.is_leader,
+            max_skew_seconds=settings.webhook.max_skew_seconds,
+        ),
+    )
+    # The book first: every later listener reads a record that already knows the pod.
+    watch.subscribe(
+        lambda view: (
+            book.pod_seen(view.job_uuid, phase=view.phase, deleted=view.deleted) if view.job_uuid else None
+        )
     )
     watch.subscribe(lifecycle.on_pod)
     watch.subscribe(lambda view: admitter.pod_changed(view.job_uuid))
     return controller
+
+
+class _Recheck:
+    """Admission's re-check goes to the confirmer, which is built after the admitter it feeds."""
+
+    def __init__(self, confirmer: Callable[[], Confirmer]) -> None:
+        self._confirmer = confirmer
+
+    async def recheck(self, uuids: list[str]) -> dict[str, str]:
+        return await self._confirmer().recheck(uuids)
+
+
+def advertise_url(settings: Settings) -> str:
+    """Where followers reach this replica when it leads: the pod's IP (downward API ``POD_IP``)."""
+    if settings.server.advertise_url:
+        return settings.server.advertise_url
+    host = os.environ.get("POD_IP") or (
+        settings.server.host if settings.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    )
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.server.port}"
 
 
 def create_app(
@@ -281,7 +311,9 @@ def create_app(
 
     app = FastAPI(title="buildkite-controller", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(webhook_router())
+    app.include_router(relay_router())
     app.include_router(ops_router())
+    app.include_router(web_router())
     return app
 
 
@@ -302,15 +334,6 @@ def _policy(settings: Settings) -> LifecyclePolicy:
         pending_timeout_seconds=lc.pending_timeout_seconds,
         agent_done_grace_seconds=lc.agent_done_grace_seconds,
     )
-
-
-def _leadership_changed(
-    leading: bool, metrics: Metrics, sweeper: Sweeper, lifecycle: LifecycleRunner
-) -> None:
-    metrics.is_leader.set(1 if leading else 0)
-    if leading:
-        sweeper.trigger()  # a new leader sweeps at once: the old one may have died mid-burst
-        lifecycle.wake()  # and acts on the pods it has only been watching
 
 
 def _default_identity() -> str:

@@ -81,4 +81,10 @@ class Metrics:
         self.leader_lease_forbidden = gauge(
             "leader_lease_forbidden", "1 while RBAC refuses a verb on the leader Lease", ("verb",)
         )
+        self.relay_batches = counter(
+            "relay_batches_total", "Job batches a follower relayed to the leader, by result", ("result",)
+        )
         self.watch_restarts = counter("watch_restarts_total", "Pod watch restarts, by cause", ("cause",))
+
+    def observe_phase(self, phase: str, seconds: float) -> None:
+        self.phase_seconds.labels(phase).observe(seconds)

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from app.buildkite.graphql import GraphQLClient
-from app.buildkite.queries import JobRecord
+from app.buildkite.queries import JobRecord, cluster_mismatch
 from app.errors import BuildkiteError
 from app.intake import Intake
+from app.jobs import ENDED, JobBook, Stage
 from app.metrics import Metrics
 from app.settings import SweepSettings
 from app.tags import ControllerTags
@@ -32,7 +33,8 @@ RECONCILE_WAIT_SECONDS = 10.0
 class SweepSummary:
     seen: int = 0  # scheduled jobs Buildkite listed for our queues
     already_known: int = 0  # jobs we already had a pod for, or were handling
-    filtered: int = 0  # listed, but not ours (tags) or no longer scheduled
+    filtered: int = 0  # listed, but not ours (tags, cluster) or no longer scheduled
+    other_cluster: int = 0  # of those, jobs of another cluster (Buildkite's cluster filter let them by)
     queued: int = 0  # new to us: handed to admission
     created: int = 0  # of those, pods that exist by the time the summary was made
     waiting: int = 0  # of those, jobs waiting for max-in-flight to allow their pod
@@ -51,17 +53,24 @@ class Sweeper:
         org: str,
         tags: ControllerTags,
         intake: Intake,
+        book: JobBook,
         settings: SweepSettings,
         metrics: Metrics,
         is_leader: Callable[[], bool] = lambda: True,
+        capacity_full: Callable[[], bool] = lambda: False,
+        cluster_uuid: str | None = None,
     ) -> None:
+        # cluster_uuid: list only this Buildkite cluster's jobs (None: every cluster's, as before).
+        self._cluster_uuid = cluster_uuid
         self._graphql = graphql
         self._org = org
         self._tags = tags
         self._intake = intake
+        self._book = book
         self._settings = settings
         self._metrics = metrics
         self._is_leader = is_leader
+        self._capacity_full = capacity_full
         self._lock = asyncio.Lock()
         self._trigger = asyncio.Event()
         self.last: SweepSummary | None = None
@@ -106,32 +115,52 @@ class Sweeper:
                 agent_query_rules=rules,
                 page_size=self._settings.page_size,
                 max_pages=self._settings.max_pages,
+                cluster_uuid=self._cluster_uuid,
             ):
                 found.setdefault(record.uuid, record)
         return list(found.values())
 
     async def _hand_over(self, records: list[JobRecord], *, wait_seconds: float) -> SweepSummary:
+        in_cluster = [r for r in records if cluster_mismatch(r, self._cluster_uuid) is None]
+        if len(in_cluster) < len(records):
+            # The query asked Buildkite for our cluster only, so this is Buildkite's filter failing.
+            log.warning("sweep: dropped %d jobs of other clusters", len(records) - len(in_cluster))
         ours = [
-            r for r in records if r.state == "scheduled" and self._tags.matches_rules(r.agent_query_rules)
+            r for r in in_cluster if r.state == "scheduled" and self._tags.matches_rules(r.agent_query_rules)
         ]
         fresh, known = await self._intake.submit_confirmed(ours)
         unannounced = len(fresh)  # a webhook-announced job would already be known
         if unannounced:
             self._metrics.sweep_unannounced.inc(unannounced)
             log.warning("sweep found %d scheduled jobs that no webhook announced", unannounced)
-        created = await self._count_created(fresh, wait_seconds) if wait_seconds > 0 else 0
+        created, waiting = await self._count_created(fresh, wait_seconds) if wait_seconds > 0 else (0, 0)
         return SweepSummary(
             seen=len(records),
             already_known=known,
             filtered=len(records) - len(ours),
+            other_cluster=len(records) - len(in_cluster),
             queued=len(fresh),
             created=created,
+            waiting=waiting,
             unannounced=unannounced,
         )
 
-    async def _count_created(self, fresh: list[JobRecord], wait_seconds: float) -> int:
-        outcomes = [self._intake.outcome(record.uuid) for record in fresh]
-        if not outcomes:
-            return 0
-        await asyncio.wait(outcomes, timeout=wait_seconds)
-        return sum(1 for o in outcomes if o.done() and o.result() == "done")
+    async def _count_created(self, fresh: list[JobRecord], wait_seconds: float) -> tuple[int, int]:
+        """Wait (bounded) until each job has its pod, has ended, or waits for max-in-flight."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            created = waiting = unsettled = 0
+            for record in fresh:
+                job = self._book.get(record.uuid)
+                stage = job.stage if job is not None else Stage.DROPPED
+                if stage is Stage.CREATED:
+                    created += 1
+                elif stage is Stage.QUEUED and self._capacity_full():
+                    waiting += 1
+                elif stage not in ENDED:
+                    unsettled += 1
+            remaining = deadline - loop.time()
+            if not unsettled or remaining <= 0:
+                return created, waiting
+            await self._book.next_change(timeout=remaining)

@@ -60,6 +60,10 @@ class PodWatch:
             pod.job_uuid for pod in self.pods.values() if pod.job_uuid and pod.phase not in FINISHED_PHASES
         )
 
+    def live_count(self) -> int:
+        """Unfinished pods (kept incrementally: admission asks on every pass)."""
+        return len(self.pods) - self._phases["Succeeded"] - self._phases["Failed"]
+
     def pod_for(self, uuid: str) -> PodView | None:
         name = self._by_uuid.get(uuid)
         return self.pods.get(name) if name else None

@@ -27,7 +27,6 @@ from app.logs import job_log
 from app.metrics import Metrics
 from app.settings import WebhookSettings
 from app.tags import ControllerTags
-from app.timings import Timings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,6 @@ class WebhookIntake:
         intake: Intake,
         on_cancel: Callable[[str], None],
         metrics: Metrics,
-        timings: Timings,
         is_accepting: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -54,7 +52,6 @@ class WebhookIntake:
         self._intake = intake
         self._on_cancel = on_cancel
         self._metrics = metrics
-        self._timings = timings
         self._is_accepting = is_accepting
         self._clock = clock
 
@@ -85,7 +82,6 @@ class WebhookIntake:
         job = event.job
         if event.event == "job.finished" and job is not None and (job.state or "") in CANCELLED_STATES:
             job_log(log, job.id, stage="webhook").info("job cancelled")
-            self._intake.cancel(job.id)
             self._on_cancel(job.id)
             return 200, "cancelled"
         if event.event != "job.scheduled" or job is None:
@@ -99,7 +95,6 @@ class WebhookIntake:
             return 503, "shutting_down"
         if not self._intake.submit(job.id):
             return 200, "duplicate"
-        self._timings.start(job.id)
         job_log(log, job.id, stage="webhook").info("accepted")
         return 202, "accepted"
 

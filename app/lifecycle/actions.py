@@ -33,12 +33,17 @@ log = logging.getLogger(__name__)
 SETTLED_OUTCOMES = frozenset({"failed", "not_acquirable", "disabled"})
 
 
+def _outcome_name(outcome: object) -> str:
+    """``JobFailer.fail`` answers with an enum or a plain string; both compare by value here."""
+    return str(getattr(outcome, "value", outcome)).lower()
+
+
 class JobFailing(Protocol):
     """What we need from ``app.fail.JobFailer``."""
 
     async def fail(
         self, uuid: str, *, reason: str, message: str, detected_at: float | None = None
-    ) -> str: ...
+    ) -> object: ...
 
 
 class LifecycleActions:
@@ -57,14 +62,19 @@ class LifecycleActions:
         self._abort_grace = abort_grace_seconds
         self._clock = clock
 
-    async def fail(self, pod: PodView, action: FailJob) -> bool:
-        """Annotate, fail the job with the message and the pod's events, then delete if asked."""
+    async def fail(self, pod: PodView, action: FailJob) -> str | None:
+        """Annotate, fail the job with the message and the pod's events, then delete if asked.
+
+        Returns the failer's outcome once settled (``failed``: the job is failed; anything else: someone
+        else holds or ended it), or None to try again later. The pod is deleted only when *we* failed
+        the job: an acquire refused means an agent — maybe this pod's own — may have the job now.
+        """
         uuid = pod.job_uuid or ""
         jlog = job_log(log, uuid, stage="lifecycle", pod=pod.name)
         if not pod.deleted and not await self._annotate(pod, FAILURE_REPORTED_ANNOTATION, action.reason):
-            return False
+            return None
         detail = compose_detail(action.message, await self._events(pod), now=self._clock())
-        outcome = await self._failer.fail(uuid, reason=action.reason, message=detail)
+        outcome = _outcome_name(await self._failer.fail(uuid, reason=action.reason, message=detail))
         if outcome not in SETTLED_OUTCOMES:
             jlog.warning(
                 "could not report the %s failure to Buildkite (%s); will retry", action.reason, outcome
@@ -72,12 +82,16 @@ class LifecycleActions:
             if not pod.deleted:
                 # Take the marker back, or the pod would be cleaned up as if the job had been failed.
                 await self._annotate(pod, FAILURE_REPORTED_ANNOTATION, None)
-            return False
+            return None
         self._metrics.lifecycle_failures.labels(action.reason).inc()
         jlog.info("pod failure %s reported to Buildkite: job %s", action.reason, outcome)
-        if action.then_delete and not pod.deleted:
+        if outcome != "failed" and not pod.deleted:
+            # Not ours to fail after all (an agent acquired it meanwhile): the pod must not look as if
+            # we had failed its job, or it would be deleted under a running agent.
+            await self._annotate(pod, FAILURE_REPORTED_ANNOTATION, None)
+        if outcome == "failed" and action.then_delete and not pod.deleted:
             await self.delete(pod, Delete(action.reason, self._abort_grace))
-        return True
+        return outcome
 
     async def notify(self, pod: PodView, action: Notify) -> bool:
         """The agent owns the job, so it is not failed: mark the pod and say why in the log."""

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from app.jobs import JobBook, Stage
 from app.kube import KubeGateway
 from app.lifecycle.actions import JobFailing, LifecycleActions
 from app.lifecycle.deadlines import Deadlines
@@ -76,9 +77,11 @@ class LifecycleRunner:
         settings: LifecycleSettings,
         metrics: Metrics,
         is_leader: Callable[[], bool] = lambda: True,
+        book: JobBook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._watch = watch
+        self._book = book
         self._policy = policy
         self._metrics = metrics
         self._is_leader = is_leader
@@ -122,6 +125,11 @@ class LifecycleRunner:
         if view.job_uuid and cancelled_at is not None:
             self.check.record(view.job_uuid, "canceled", now=cancelled_at)
             self._cancel_seen_at.setdefault(view.job_uuid.lower(), cancelled_at)
+        if view.deleted and not self._is_leader():
+            # A follower has nothing left to do for a gone pod; keeping it would grow without bound
+            # and make a takeover re-decide every pod this replica ever saw.
+            self._forget(view.name, view)
+            return
         self._views[view.name] = view
         if view.job_uuid:
             self._names.setdefault(view.job_uuid.lower(), set()).add(view.name)
@@ -266,42 +274,60 @@ class LifecycleRunner:
     # --- acting -------------------------------------------------------------------------------------
 
     def _launch(self, name: str, view: PodView, action: FailJob | Notify | Delete) -> None:
+        if self._book is not None and view.job_uuid:
+            self._book.note(view.job_uuid, "decision", _describe(action))
         self._busy[name] = asyncio.create_task(self._act(name, view, action), name=f"lifecycle {name}")
 
     async def _act(self, name: str, view: PodView, action: FailJob | Notify | Delete) -> None:
         try:
             async with self._slots:
-                settled = await self._execute(view, action)
+                result = await self._execute(view, action)
         except Exception:  # a bug in one action must not stop the lifecycle of every other pod
             log.exception("lifecycle action %r on %s crashed", action, name)
-            settled = False
+            result = None
         finally:
             self._busy.pop(name, None)
-        if settled:
-            self._settled(view, action)
+        if result is not None:
+            self._settled(view, action, result)
         else:
             self._retry_later(name, view)
         self._dirty.add(name)  # decide again on the latest view (at once, or after the back-off)
         self._wake.set()
 
-    async def _execute(self, view: PodView, action: FailJob | Notify | Delete) -> bool:
+    async def _execute(self, view: PodView, action: FailJob | Notify | Delete) -> str | None:
+        """The action's settled outcome, or None to try again later."""
         match action:
             case FailJob():
                 return await self._actions.fail(view, action)
             case Notify():
-                return await self._actions.notify(view, action)
+                return "notified" if await self._actions.notify(view, action) else None
             case Delete():
-                return await self._actions.delete(view, action)
+                return "deleted" if await self._actions.delete(view, action) else None
         raise AssertionError(f"not an action to execute: {action!r}")
 
-    def _settled(self, view: PodView, action: FailJob | Notify | Delete) -> None:
+    def _settled(self, view: PodView, action: FailJob | Notify | Delete, outcome: str) -> None:
         now = self._clock()
         self._attempts.pop(view.uid, None)
-        if isinstance(action, FailJob):
+        if isinstance(action, FailJob) and outcome not in ("failed", "disabled"):
+            # Buildkite refused the acquire: an agent holds the job now (perhaps this pod's), so it is
+            # the agent's to finish, not ours to fail or delete.
+            if self._book is not None and view.job_uuid:
+                self._book.note(view.job_uuid, "buildkite", f"not failed: {outcome}")
+            # The refused acquire is the evidence; the routine poll replaces it with the real state.
+            self.check.record(view.job_uuid or "", "assigned", now=now)
+        elif isinstance(action, FailJob):
+            if self._book is not None and view.job_uuid and outcome == "failed":
+                self._book.end(
+                    view.job_uuid,
+                    Stage.FAILED,
+                    "buildkite",
+                    action.message,
+                    outcome=f"failed: {action.reason}",
+                )
             self._markers.setdefault(view.uid, {})["reported"] = action.reason
             detected_at = self._detected_at.pop(view.uid, now)
             self._metrics.failure_report_seconds.observe(max(0.0, now - detected_at))
-            if action.then_delete:
+            if action.then_delete and outcome == "failed":
                 self._deleted_uids.add(view.uid)
         elif isinstance(action, Notify):
             self._markers.setdefault(view.uid, {})["notified"] = action.reason
@@ -371,6 +397,17 @@ class LifecycleRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _describe(action: FailJob | Notify | Delete) -> str:
+    match action:
+        case FailJob():
+            return f"fail the job ({action.reason}): {action.message[:300]}"
+        case Notify():
+            return f"agent holds the job; noted ({action.reason}): {action.message[:300]}"
+        case Delete():
+            return f"delete the pod ({action.reason})"
+    return repr(action)
 
 
 def _shows(view: PodView, markers: dict[str, str]) -> bool:

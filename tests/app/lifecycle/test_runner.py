@@ -547,12 +547,18 @@ async def test_buildkite_error_takes_the_marker_back_and_retries(h: Harness) -> 
 
 
 @scenario()
-async def test_refused_finish_counts_as_settled(h: Harness) -> None:
+async def test_refused_acquire_leaves_the_pod_to_the_agent_that_holds_the_job(h: Harness) -> None:
+    # The state said scheduled, but an agent (perhaps this pod's own) acquired the job meanwhile:
+    # deleting the pod could kill the job's run, and the job is not ours to fail any more.
     h.failer.outcome = "not_acquirable"
     h.kube.put_pod(pending_with(Ctr("container-0", "x y", waiting("InvalidImageName", "bad"))))
     await h.at(3)
+    assert len(h.failer.calls) == 1
+    h.graphql.states[JOB_UUID] = "running"  # what Buildkite says once the agent has it
     await h.at(100)
-    assert len(h.failer.calls) == 1 and POD_NAME not in h.kube.pods
+    assert len(h.failer.calls) == 1
+    assert POD_NAME in h.kube.pods, "the pod of a job an agent may hold is never deleted"
+    assert not h.kube.pods[POD_NAME]["metadata"].get("annotations", {}).get(FAILURE_REPORTED_ANNOTATION)
 
 
 @scenario()
