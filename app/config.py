@@ -162,6 +162,15 @@ OPTIONS: tuple[Option, ...] = (
     # Serving.
     Option("host", "server", "host", "address to listen on"),
     Option("port", "server", "port", "port to listen on", kind="int"),
+    Option("ops-port", "server", "ops_port", "port of the ops endpoints (0 = the main port)", kind="int"),
+    Option(
+        "ops-token",
+        "server",
+        "ops_token",
+        "bearer token for POST /reconcile (without one, loopback clients only)",
+        "BUILDKITE_CONTROLLER_OPS_TOKEN",
+        secret=True,
+    ),
     Option("log-level", "log", "level", "debug, info, warning or error"),
     Option("log-format", "log", "format", "json or text"),
     # Pod-shaping options with a flag; the rest are file-only, as in agent-stack-k8s.

@@ -19,6 +19,13 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
+    # The ops endpoints (/metrics, /readyz, /healthz, POST /reconcile, status pages) get a port of their
+    # own, which the Ingress never exposes and deploy/'s NetworkPolicy restricts; 0 serves them on
+    # ``port`` beside the webhook (local runs and tests). deploy/ sets 9090.
+    ops_port: int = Field(0, ge=0, le=65535)
+    # Bearer token for the ops write endpoints (POST /reconcile); without one only loopback clients
+    # (``kubectl port-forward``) may call them.
+    ops_token: SecretStr | None = None
 
 
 class WebhookSettings(_Section):

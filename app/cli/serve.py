@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 import uvicorn
 
 from app import logs
 from app.config import load
 from app.main import create_app
+from app.ops import serve_split
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,19 @@ def run(*, flags: Mapping[str, object], config_file: str | None) -> int:
             file=sys.stderr,
         )
         return 2
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        # Webhook requests take milliseconds; 5 s for open requests plus the 10 s create drain
-        # (app.main.SHUTDOWN_DRAIN_SECONDS) keep the whole shutdown inside the pod's 30 s grace period.
-        timeout_graceful_shutdown=5,
-    )
+    if settings.server.ops_port == settings.server.port:
+        print("buildkite-controller: --ops-port must differ from --port (or be 0)", file=sys.stderr)
+        return 2
+    server = settings.server
+    # Webhook requests take milliseconds; 5 s for open requests plus the 10 s create drain
+    # (app.main.SHUTDOWN_DRAIN_SECONDS) keep the whole shutdown inside the pod's 30 s grace period.
+    options: dict[str, Any] = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5}
+    if server.ops_port:  # the ops endpoints on a port of their own (app.ops)
+        asyncio.run(
+            serve_split(
+                create_app(settings), host=server.host, port=server.port, ops_port=server.ops_port, **options
+            )
+        )
+    else:
+        uvicorn.run(create_app(settings), host=server.host, port=server.port, **options)
     return 0
