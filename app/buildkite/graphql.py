@@ -89,15 +89,18 @@ class GraphQLClient:
     def __repr__(self) -> str:
         return f"GraphQLClient(url={self._url!r})"  # never the token
 
-    async def confirm_jobs(self, uuids: Sequence[str]) -> dict[str, JobRecord | None]:
+    async def confirm_jobs(
+        self, uuids: Sequence[str], *, with_cluster: bool = False
+    ) -> dict[str, JobRecord | None]:
         """Current data of up to 100 jobs in ONE request, keyed by lower-case UUID.
 
-        None marks a job Buildkite does not know, or one that is not a command job.
+        None marks a job Buildkite does not know, or one that is not a command job. ``with_cluster``
+        also fetches each job's cluster (for ``queries.cluster_mismatch``).
         """
         wanted = canonical_uuids(uuids)
         if not wanted:
             return {}
-        data = await self.execute(build_confirm_jobs(wanted), partial_ok=True)
+        data = await self.execute(build_confirm_jobs(wanted, with_cluster=with_cluster), partial_ok=True)
         return parse_confirm_jobs(data, wanted)
 
     async def job_states(self, uuids: Sequence[str]) -> dict[str, str]:
@@ -111,16 +114,27 @@ class GraphQLClient:
         return states
 
     async def scheduled_jobs(
-        self, *, org: str, agent_query_rules: list[str], page_size: int = 100, max_pages: int = 50
+        self,
+        *,
+        org: str,
+        agent_query_rules: list[str],
+        page_size: int = 100,
+        max_pages: int = 50,
+        cluster_uuid: str | None = None,
     ) -> list[JobRecord]:
-        """Scheduled command jobs matching all ``agent_query_rules``, oldest first, env included."""
+        """Scheduled command jobs matching all ``agent_query_rules`` (in ``cluster_uuid``'s cluster, when
+        given), oldest first, env included."""
         if not 1 <= page_size <= 500:
             raise ValueError(f"page_size must be 1..500, got {page_size}")
         jobs: dict[str, JobRecord] = {}
         cursor: str | None = None
         for _ in range(max_pages):
             document = build_scheduled_jobs(
-                org=org, agent_query_rules=agent_query_rules, page_size=page_size, cursor=cursor
+                org=org,
+                agent_query_rules=agent_query_rules,
+                page_size=page_size,
+                cursor=cursor,
+                cluster_uuid=cluster_uuid,
             )
             page = parse_scheduled_jobs(await self.execute(document))
             # Pages are not a snapshot: a job can show up twice while jobs come and go.

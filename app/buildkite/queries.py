@@ -9,16 +9,23 @@ Batching (the org's GraphQL budget is ~20k points per 5 min, reference/buildkite
 request confirms up to ``MAX_BATCH`` jobs by aliasing ``job(uuid:)`` as ``j0 … j99``. A ``job`` field
 costs about 1 point, so a full batch costs ~100 points where 100 requests would cost the same points
 plus 100 round trips. The cap keeps a query's text, cost and failure blast radius small.
+
+Cluster scoping (``cluster-uuid``): the sweep asks Buildkite to list only our cluster's jobs
+(``Organization.jobs(cluster:)``, which takes the cluster's GraphQL id), and both documents then also
+fetch each job's ``cluster { uuid }`` so ``cluster_mismatch`` can drop a job of another cluster that
+reaches us anyway (a webhook, a relay). The field costs a point per job, so it is asked for only when a
+cluster is configured.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid as uuid_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from app.errors import BuildkiteError
@@ -36,6 +43,16 @@ fragment CommandJobFields on JobTypeCommand {
   command
   priority { number }
 }"""
+_CLUSTER_SELECTION = "  cluster { uuid }\n}"
+
+
+def _command_job_fragment(*, with_cluster: bool) -> str:
+    return (
+        _COMMAND_JOB_FRAGMENT.removesuffix("}") + _CLUSTER_SELECTION
+        if with_cluster
+        else _COMMAND_JOB_FRAGMENT
+    )
+
 
 _JOB_STATE_FRAGMENT = """
 fragment CommandJobState on JobTypeCommand {
@@ -58,7 +75,11 @@ class Document:
 
 @dataclass(frozen=True)
 class JobRecord:
-    """A command job as Buildkite's GraphQL API reports it; ``state`` is lower-case (``scheduled``)."""
+    """A command job as Buildkite's GraphQL API reports it; ``state`` is lower-case (``scheduled``).
+
+    ``has_cluster`` says whether the query asked for the cluster; then ``cluster_uuid`` is the job's
+    cluster (lower-case), or None for a job outside any cluster.
+    """
 
     uuid: str
     state: str
@@ -66,6 +87,8 @@ class JobRecord:
     env: Mapping[str, str]
     command: str
     priority: int
+    cluster_uuid: str | None = None
+    has_cluster: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,11 +104,11 @@ def canonical_uuids(uuids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(str(uuid_module.UUID(value)) for value in uuids))
 
 
-def build_confirm_jobs(uuids: Sequence[str]) -> Document:
-    """``j<i>: job(uuid: $u<i>)`` for each UUID, with the fields ``JobRecord`` needs."""
-    return _aliased_jobs(
-        "ConfirmJobs", uuids, fragment="CommandJobFields", fragment_text=_COMMAND_JOB_FRAGMENT
-    )
+def build_confirm_jobs(uuids: Sequence[str], *, with_cluster: bool = False) -> Document:
+    """``j<i>: job(uuid: $u<i>)`` for each UUID, with the fields ``JobRecord`` needs (and the job's
+    cluster when ``with_cluster``: pass it whenever a cluster is configured, for ``cluster_mismatch``)."""
+    fragment_text = _command_job_fragment(with_cluster=with_cluster)
+    return _aliased_jobs("ConfirmJobs", uuids, fragment="CommandJobFields", fragment_text=fragment_text)
 
 
 def build_job_states(uuids: Sequence[str]) -> Document:
@@ -94,29 +117,65 @@ def build_job_states(uuids: Sequence[str]) -> Document:
 
 
 def build_scheduled_jobs(
-    *, org: str, agent_query_rules: Sequence[str], page_size: int, cursor: str | None
+    *,
+    org: str,
+    agent_query_rules: Sequence[str],
+    page_size: int,
+    cursor: str | None,
+    cluster_uuid: str | None = None,
 ) -> Document:
-    """One page of the org's scheduled command jobs matching every rule.
+    """One page of the org's scheduled command jobs matching every rule (and in ``cluster_uuid``'s
+    cluster, when given).
 
     ``JobOrder`` only offers newest-first (``RECENTLY_CREATED``), so we page *backwards* with
     ``last``/``before``: the first page is the oldest jobs, and each later page is newer. That puts
     the longest-waiting jobs first and lets a page limit drop the newest ones, not the oldest.
     """
-    query = (
-        """
-query ScheduledJobs($org: ID!, $rules: [String!], $last: Int!, $before: String) {
-  organization(slug: $org) {
-    jobs(state: [SCHEDULED], type: [COMMAND], order: RECENTLY_CREATED,
-         agentQueryRules: $rules, last: $last, before: $before) {
-      edges { node { ...CommandJobFields } }
-      pageInfo { hasPreviousPage startCursor }
+    variables: dict[str, Any] = {
+        "org": org,
+        "rules": list(agent_query_rules),
+        "last": page_size,
+        "before": cursor,
     }
-  }
-}"""
-        + _COMMAND_JOB_FRAGMENT
-    )
-    variables = {"org": org, "rules": list(agent_query_rules), "last": page_size, "before": cursor}
+    cluster_param = cluster_arg = ""
+    if cluster_uuid is not None:
+        # Without `cluster:` the argument is left out, not sent as null: today's query, unchanged.
+        cluster_param, cluster_arg = ", $cluster: ID!", ", cluster: $cluster"
+        variables["cluster"] = cluster_graphql_id(cluster_uuid)
+    query = f"""
+query ScheduledJobs($org: ID!, $rules: [String!], $last: Int!, $before: String{cluster_param}) {{
+  organization(slug: $org) {{
+    jobs(state: [SCHEDULED], type: [COMMAND], order: RECENTLY_CREATED,
+         agentQueryRules: $rules, last: $last, before: $before{cluster_arg}) {{
+      edges {{ node {{ ...CommandJobFields }} }}
+      pageInfo {{ hasPreviousPage startCursor }}
+    }}
+  }}
+}}""" + _command_job_fragment(with_cluster=cluster_uuid is not None)
     return Document("ScheduledJobs", query.strip(), variables)
+
+
+def cluster_graphql_id(cluster_uuid: str) -> str:
+    """The GraphQL node id of a cluster, base64 ``Cluster---<uuid>``: what ``jobs(cluster:)`` takes."""
+    return base64.b64encode(f"Cluster---{uuid_module.UUID(cluster_uuid)}".encode()).decode()
+
+
+def cluster_mismatch(record: JobRecord, cluster_uuid: str | None) -> str | None:
+    """Why ``record`` is not a job of the cluster this controller serves, or None when it is ours.
+
+    With no ``cluster_uuid`` configured every job passes (the behaviour before cluster scoping). With
+    one, a job passes only if its query asked for the cluster (``with_cluster=True``) and the cluster
+    is ours: a record that cannot tell is dropped rather than given a pod that may never be acquired.
+    """
+    if cluster_uuid is None:
+        return None
+    if not record.has_cluster:
+        return "its cluster was not fetched (the confirm query must ask for it)"
+    if record.cluster_uuid is None:
+        return f"it is in no cluster; this controller serves cluster {cluster_uuid}"
+    if record.cluster_uuid != cluster_uuid.lower():
+        return f"it is in cluster {record.cluster_uuid}; this controller serves cluster {cluster_uuid}"
+    return None
 
 
 def parse_confirm_jobs(data: object, uuids: Sequence[str]) -> dict[str, JobRecord | None]:
@@ -197,6 +256,8 @@ def _record(node: object, expected_uuid: str | None) -> JobRecord:
         env=parse_env(job.env or ()),
         command=job.command or "",
         priority=(job.priority.number if job.priority else None) or 0,
+        cluster_uuid=job.cluster.uuid.lower() if job.cluster else None,
+        has_cluster=isinstance(node, dict) and "cluster" in node,
     )
 
 
@@ -223,11 +284,16 @@ class _StateNode(_Model):
     state: str
 
 
+class _Cluster(_Model):
+    uuid: str = Field(max_length=64)
+
+
 class _CommandJob(_StateNode):
     agent_query_rules: list[str] | None = None
     env: list[str] | None = None
     command: str | None = None
     priority: _Priority | None = None
+    cluster: _Cluster | None = None
 
 
 class _Edge(_Model):
