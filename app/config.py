@@ -9,6 +9,8 @@ naming the key. Secrets (API token, agent token, webhook secret/token) are ``Sec
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +41,60 @@ class Option:
     @property
     def env_name(self) -> str:
         return self.env or "BUILDKITE_CONTROLLER_" + self.key.upper().replace("-", "_")
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Our variable first (it wins), then agent-stack-k8s' name for the same flag, if it has one."""
+        theirs = sorted(_upper_snake(k) for k in AGENT_STACK_K8S_FLAGS if FLAG_ALIASES.get(k, k) == self.key)
+        return (self.env_name, *(name for name in theirs if name != self.env_name))
+
+    @property
+    def help_line(self) -> str:
+        return f"{self.help} [env {', '.join(self.env_names)}]"
+
+
+def _upper_snake(key: str) -> str:
+    return key.upper().replace("-", "_")
+
+
+# Keys that are flags of agent-stack-k8s (reference §2.1); its CLI reads each one from the environment
+# too, named by upper-snake-casing the flag (kong's DefaultEnvars), e.g. MAX_IN_FLIGHT. Our
+# BUILDKITE_CONTROLLER_* name wins when both are set. (`id` keeps its documented
+# BUILDKITE_K8S_STACK_CONTROLLER_ID, `token` the chart's BUILDKITE_TOKEN.)
+AGENT_STACK_K8S_FLAGS = frozenset(
+    {
+        "debug",
+        "log-level",
+        "log-format",
+        "namespace",
+        "agent-token-secret",
+        "image",
+        "tags",
+        "queue",
+        "max-in-flight",
+        "job-creation-concurrency",
+        "http-timeout",
+        "pagination-page-size",
+        "pagination-depth-limit",
+        "job-prefix",
+        "job-active-deadline-seconds",
+        "default-termination-grace-period-seconds",
+        "image-pull-backoff-grace-period",
+        "job-cancel-checker-poll-interval",
+        "pod-pending-timeout",
+        "prometheus-port",
+        "k8s-client-rate-limiter-qps",
+        "k8s-client-rate-limiter-burst",
+        "default-image-pull-policy",
+        "default-image-check-pull-policy",
+        "skip-image-check-containers",
+        "image-check-container-cpu-limit",
+        "image-check-container-memory-limit",
+        "prohibit-kubernetes-plugin",
+        "allow-pod-spec-patch-unsafe-command-modification",
+        "graphql-endpoint",
+    }
+)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -81,14 +137,51 @@ OPTIONS: tuple[Option, ...] = (
         "allow-unsigned-webhooks", "webhook", "allow_unsigned", "accept webhooks without auth", kind="bool"
     ),
     Option("webhook-max-bytes", "webhook", "max_body_bytes", "largest webhook body accepted", kind="int"),
+    Option(
+        "webhook-max-skew",
+        "webhook",
+        "max_skew_seconds",
+        "oldest (or most future) signature timestamp accepted, against replays",
+        kind="duration",
+    ),
     # Which jobs are ours.
     Option("queue", "intake", "queues", "queue(s) to serve, comma-separated", kind="list"),
     Option("tags", "intake", "tags", "agent tags k=v, comma-separated", kind="list"),
+    Option(
+        "cluster-uuid",
+        "intake",
+        "cluster_uuid",
+        "Buildkite cluster UUID: serve only that cluster's jobs (needed when a queue name is reused "
+        "across clusters)",
+    ),
+    Option(
+        "intake-batch-size",
+        "intake",
+        "batch_size",
+        "most job UUIDs confirmed by one GraphQL call",
+        kind="int",
+    ),
     # Admission and the sweep.
     Option(
         "max-in-flight", "admit", "max_in_flight", "most unfinished pods at once (0 = no limit)", kind="int"
     ),
+    Option(
+        "job-creation-concurrency", "admit", "create_concurrency", "pod creates in flight at once", kind="int"
+    ),
     Option("reconcile-interval", "sweep", "interval_seconds", "period of the GraphQL sweep", kind="duration"),
+    Option(
+        "sweep-busy-interval",
+        "sweep",
+        "busy_interval_seconds",
+        "period of the sweep while it finds jobs no webhook announced",
+        kind="duration",
+    ),
+    Option(
+        "pagination-page-size", "sweep", "page_size", "scheduled jobs per GraphQL page (1-500)", kind="int"
+    ),
+    Option(
+        "pagination-depth-limit", "sweep", "max_pages", "most GraphQL pages per queue per sweep", kind="int"
+    ),
     # Lifecycle.
     Option(
         "image-pull-backoff-grace-period",
@@ -123,6 +216,13 @@ OPTIONS: tuple[Option, ...] = (
         "lifecycle",
         "failed_retention_seconds",
         "how long a failed pod is kept for inspection",
+        kind="duration",
+    ),
+    Option(
+        "agent-done-grace-period",
+        "lifecycle",
+        "agent_done_grace_seconds",
+        "how long other containers may run on after the agent container exited",
         kind="duration",
     ),
     # Kubernetes.
@@ -171,8 +271,15 @@ OPTIONS: tuple[Option, ...] = (
         "BUILDKITE_CONTROLLER_OPS_TOKEN",
         secret=True,
     ),
-    Option("log-level", "log", "level", "debug, info, warning or error"),
-    Option("log-format", "log", "format", "json or text"),
+    Option(
+        "advertise-url",
+        "server",
+        "advertise_url",
+        "URL followers relay jobs to while this replica leads (default http://$POD_IP:<port>)",
+    ),
+    Option("log-level", "log", "level", "debug, info, warn (warning) or error"),
+    Option("log-format", "log", "format", "json, logfmt or text"),
+    Option("debug", "log", "debug", "log at debug level whatever log-level says", kind="bool"),
     # Pod-shaping options with a flag; the rest are file-only, as in agent-stack-k8s.
     Option("namespace", "pod", "namespace", "namespace of the agent pods"),
     Option(
@@ -186,32 +293,106 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "agent-token-secret", "pod", "agent-token-secret", "Secret holding BUILDKITE_AGENT_TOKEN for pods"
     ),
+    Option("job-prefix", "pod", "job-prefix", "pod name prefix (name = prefix + job UUID)"),
+    Option(
+        "job-active-deadline-seconds",
+        "pod",
+        "job-active-deadline-seconds",
+        "activeDeadlineSeconds of each pod",
+        kind="int",
+    ),
+    Option(
+        "default-termination-grace-period-seconds",
+        "pod",
+        "default-termination-grace-period-seconds",
+        "terminationGracePeriodSeconds of pods whose podSpec sets none",
+        kind="int",
+    ),
+    Option(
+        "default-image-pull-policy",
+        "pod",
+        "default-image-pull-policy",
+        "pull policy of containers that set none (Always, IfNotPresent, Never)",
+    ),
+    Option(
+        "default-image-check-pull-policy",
+        "pod",
+        "default-image-check-pull-policy",
+        "pull policy of the imagecheck-* init containers",
+    ),
+    Option(
+        "skip-image-check-containers",
+        "pod",
+        "skip-image-check-containers",
+        "add no imagecheck-* init containers",
+        kind="bool",
+    ),
+    Option(
+        "image-check-container-cpu-limit",
+        "pod",
+        "image-check-container-cpu-limit",
+        "CPU limit of the imagecheck-* containers",
+    ),
+    Option(
+        "image-check-container-memory-limit",
+        "pod",
+        "image-check-container-memory-limit",
+        "memory limit of the imagecheck-* containers",
+    ),
+    Option(
+        "prohibit-kubernetes-plugin",
+        "pod",
+        "prohibit-kubernetes-plugin",
+        "fail every job that uses the kubernetes plugin",
+        kind="bool",
+    ),
+    Option(
+        "allow-pod-spec-patch-unsafe-command-modification",
+        "pod",
+        "allow-pod-spec-patch-unsafe-command-modification",
+        "let podSpecPatch change the command/args of the stack's containers",
+        kind="bool",
+    ),
+    Option(
+        "workspace-mount-sub-path-expr",
+        "pod",
+        "workspace-mount-sub-path-expr",
+        "subPathExpr of every /workspace mount, e.g. $(POD_NAME)",
+    ),
+    Option(
+        "default-resource-class-name",
+        "pod",
+        "default-resource-class-name",
+        "resource class of jobs without a resource_class tag",
+    ),
 )
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
-FLAG_ALIASES = {"agent-image": "image"}
+# Other spellings of a key, in the file and as flags: ours or agent-stack-k8s' (its metrics port is our
+# ops port, which serves /metrics).
+FLAG_ALIASES = {"agent-image": "image", "prometheus-port": "ops-port"}
+# Legacy agent-stack-k8s file keys (its GraphQL era, reference §2.1) that still mean the same here.
+FILE_ALIASES = {**FLAG_ALIASES, "buildkite-token": "token", "graphql-results-limit": "pagination-page-size"}
 
-# agent-stack-k8s keys that have no meaning here (we do not poll the stacks API nor create batch Jobs).
-IGNORED_KEYS = frozenset(
-    {
-        "debug",
-        "no-color",
-        "log-http-payloads",
-        "poll-interval",
-        "pagination-page-size",
-        "pagination-depth-limit",
-        "query-reset-interval",
-        "enable-queue-pause",
-        "reservation-expiry-seconds",
-        "job-ttl",
-        "job-creation-concurrency",
-        "work-queue-limit",
-        "empty-job-grace-period",
-        "enable-completion-watcher",
-        "prometheus-port",
-        "profiler-address",
-    }
-)
+# agent-stack-k8s keys with no meaning here, and why: accepted with a warning so its file still loads.
+IGNORED_KEYS: Mapping[str, str] = {
+    "no-color": "logs here are never coloured",
+    "log-http-payloads": "HTTP bodies are never logged (they hold tokens and job environments)",
+    "poll-interval": "webhooks announce jobs; the GraphQL sweep's period is reconcile-interval",
+    "query-reset-interval": "unused by agent-stack-k8s too",
+    "enable-queue-pause": "unused by agent-stack-k8s too",
+    "reservation-expiry-seconds": "jobs are not reserved; each pod acquires its own job",
+    "job-ttl": "agent pods are bare Pods, removed after succeeded-pod-retention / failed-pod-retention",
+    "work-queue-limit": "waiting jobs are bounded by what Buildkite lists, not by a local queue",
+    "empty-job-grace-period": "agent pods are bare Pods, not batch Jobs that may lack a pod",
+    "enable-completion-watcher": "the pod watch always handles finished agents (agent-done-grace-period)",
+    "profiler-address": "there is no profiler endpoint",
+    "stale-job-data-timeout": "job data is always confirmed fresh from GraphQL",
+}
 POD_KEYS = frozenset(field.alias or name for name, field in PodConfig.model_fields.items())
+# The config file's path: our variable, then the one agent-stack-k8s' Helm chart sets.
+CONFIG_ENV = ("BUILDKITE_CONTROLLER_CONFIG", "CONFIG")
+
+Origins = dict[tuple[str, str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,36 +407,73 @@ def load(
     env: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
 ) -> Loaded:
-    """Build ``Settings`` from the four layers; raise ``ConfigInvalid`` naming the bad key."""
+    """Build ``Settings`` from the four layers; raise ``ConfigInvalid`` naming the bad key.
+
+    Without ``config_file``, the file named by ``$BUILDKITE_CONTROLLER_CONFIG`` or ``$CONFIG`` is read.
+    Every error names the key and where the bad value came from (file, environment variable or flag).
+    """
     env = os.environ if env is None else env
     warnings: list[str] = []
     layers: dict[str, dict[str, Any]] = {}
+    origins: Origins = {}
+    file_label = "config"
+    if config_file is None:
+        file_label, config_file = next(
+            ((name, env[name]) for name in CONFIG_ENV if env.get(name)), ("", None)
+        )
     if config_file is not None:
-        _merge(layers, _file_layer(read_file(config_file), warnings))
-    _merge(layers, _env_layer(env))
-    _merge(layers, _flag_layer(flags or {}))
+        data = read_file(config_file, key=file_label or "config")
+        file_layer = _file_layer(data, warnings)
+        _merge(layers, origins, file_layer, _origins(file_layer, f"config file {config_file}"))
+    _merge(layers, origins, *_env_layer(env, warnings))
+    _merge(layers, origins, *_flag_layer(flags or {}))
     try:
         settings = Settings.model_validate(layers)
     except ValidationError as exc:
-        raise _config_invalid(exc) from None
+        raise _config_invalid(exc, origins) from None
     return Loaded(settings, tuple(warnings))
 
 
-def read_file(path: str | Path) -> dict[str, Any]:
-    """The YAML config file as a mapping; any problem is a ``ConfigInvalid`` naming the file."""
+def read_file(path: str | Path, *, key: str = "config") -> dict[str, Any]:
+    """The YAML config file as a mapping; any problem is a ``ConfigInvalid`` naming ``key`` and the file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigInvalid("config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigInvalid(key, f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigInvalid(key, f"{path} is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigInvalid("config", f"{path} is not valid YAML: {exc}") from None
+        raise ConfigInvalid(key, f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigInvalid(key, f"{path} nests too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigInvalid("config", f"{path} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigInvalid(key, f"{path} must hold a mapping of keys, got {type(data).__name__}")
     return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice (PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value", key_node.start_mark
+                ) from None
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def pod_layer(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,49 +483,76 @@ def pod_layer(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _file_layer(data: Mapping[str, Any], warnings: list[str]) -> dict[str, dict[str, Any]]:
     layer: dict[str, dict[str, Any]] = {}
-    for key, value in data.items():
-        key = str(key)
-        option = OPTIONS_BY_KEY.get(FLAG_ALIASES.get(key, key))
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        option = OPTIONS_BY_KEY.get(FILE_ALIASES.get(key, key))
         if option is not None and option.section != "pod":
-            layer.setdefault(option.section, {})[option.field] = _coerce(option, value)
+            _put(layer, option, _coerce(option, value, origin=f"key {key!r} of the config file"))
         elif key in POD_KEYS:
             layer.setdefault("pod", {})[key] = value
         elif key in IGNORED_KEYS:
-            warnings.append(f"config key {key!r} is an agent-stack-k8s setting with no effect here; ignored")
+            warnings.append(
+                f"config key {key!r} is an agent-stack-k8s setting with no effect here: "
+                f"{IGNORED_KEYS[key]}; ignored"
+            )
         else:
-            raise ConfigInvalid(key, "unknown key")
+            raise ConfigInvalid(key[:100], "unknown key" + _did_you_mean(key))
     return layer
 
 
-def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _env_layer(env: Mapping[str, str], warnings: list[str]) -> tuple[dict[str, dict[str, Any]], Origins]:
     layer: dict[str, dict[str, Any]] = {}
+    origins: Origins = {}
     for option in OPTIONS:
-        value = env.get(option.env_name)
-        if value not in (None, ""):
-            layer.setdefault(option.section, {})[option.field] = _coerce(option, value)
-    return layer
+        name = next((name for name in option.env_names if env.get(name) not in (None, "")), None)
+        if name is not None:
+            origin = f"environment variable {name}"
+            _put(layer, option, _coerce(option, env[name], origin=origin))
+            origins[(option.section, option.field)] = origin
+    for key, reason in IGNORED_KEYS.items():
+        name = _upper_snake(key)
+        if env.get(name) not in (None, ""):
+            warnings.append(
+                f"environment variable {name} (agent-stack-k8s {key!r}) has no effect here: {reason}; ignored"
+            )
+    return layer, origins
 
 
-def _flag_layer(flags: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _flag_layer(flags: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], Origins]:
     layer: dict[str, dict[str, Any]] = {}
+    origins: Origins = {}
     for key, value in flags.items():
         option = OPTIONS_BY_KEY[FLAG_ALIASES.get(key, key)]
         if value is not None:
-            layer.setdefault(option.section, {})[option.field] = _coerce(option, value)
-    return layer
+            _put(layer, option, _coerce(option, value, origin=f"flag --{key}"))
+            origins[(option.section, option.field)] = f"flag --{key}"
+    return layer, origins
 
 
-def _coerce(option: Option, value: Any) -> Any:
-    """Strings from env and flags become the option's type; bad values name the option."""
+def _put(layer: dict[str, dict[str, Any]], option: Option, value: Any) -> None:
+    layer.setdefault(option.section, {})[option.field] = value
+
+
+def _coerce(option: Option, value: Any, *, origin: str) -> Any:
+    """Strings from env and flags become the option's type; bad values name the option and their origin."""
     try:
         if option.kind == "duration":
-            return parse_duration(value)
+            seconds = parse_duration(value)
+            if not math.isfinite(seconds):
+                raise ValueError(f"{value!r} is not a finite duration")
+            return seconds
         if option.kind == "list" and isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         if option.kind == "bool" and isinstance(value, str):
             return _parse_bool(value)
+        if option.kind == "int" and isinstance(value, str) and "://" in value:
+            # Kubernetes sets <SERVICE>_PORT=tcp://… for each Service in the namespace (service links).
+            raise ValueError(
+                f"{value[:64]!r} is not a port number; it looks like a Kubernetes service link "
+                "(set enableServiceLinks: false on the pod, or rename the Service)"
+            )
     except ValueError as exc:
-        raise ConfigInvalid(option.key, str(exc)) from None
+        raise ConfigInvalid(option.key, f"{exc} (from {origin})") from None
     return value
 
 
@@ -320,19 +565,38 @@ def _parse_bool(value: str) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use true or false)")
 
 
-def _merge(into: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any]]) -> None:
+def _origins(layer: Mapping[str, Mapping[str, Any]], origin: str) -> Origins:
+    return {(section, str(name)): origin for section, values in layer.items() for name in values}
+
+
+def _merge(
+    into: dict[str, dict[str, Any]],
+    origins: Origins,
+    layer: Mapping[str, Mapping[str, Any]],
+    layer_origins: Origins,
+) -> None:
+    """Lay ``layer`` over ``into``, remembering where each value came from (for error messages)."""
     for section, values in layer.items():
         into.setdefault(section, {}).update(values)
+    origins.update(layer_origins)
 
 
-def _config_invalid(exc: ValidationError) -> ConfigInvalid:
+def _did_you_mean(key: str) -> str:
+    known = [*OPTIONS_BY_KEY, *POD_KEYS, *FILE_ALIASES, *IGNORED_KEYS]
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _config_invalid(exc: ValidationError, origins: Origins) -> ConfigInvalid:
     """The first pydantic error as ``ConfigInvalid``, its location spelled with our option keys."""
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    return ConfigInvalid(_key_of(loc, message), message)
+    origin = origins.get((loc[0], loc[1])) if len(loc) >= 2 else None
+    key = _key_of(loc, message)
+    return ConfigInvalid(key, f"{message} (from {origin})" if origin else message)
 
 
 def _key_of(loc: list[str], message: str) -> str:

@@ -5,6 +5,7 @@ Each stage receives only its own section. Every default says why it is what it i
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -19,6 +20,9 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
+    # Where followers post the jobs they receive while this replica leads (``app.relay``); empty means
+    # http://$POD_IP:<port> (the Deployment sets POD_IP from the downward API).
+    advertise_url: str = Field("", pattern=r"^(https?://[^\s/]+/?)?$")
     # The ops endpoints (/metrics, /readyz, /healthz, POST /reconcile, status pages) get a port of their
     # own, which the Ingress never exposes and deploy/'s NetworkPolicy restricts; 0 serves them on
     # ``port`` beside the webhook (local runs and tests). deploy/ sets 9090.
@@ -54,8 +58,21 @@ class IntakeSettings(_Section):
     tags: tuple[str, ...] = ()
     # Buildkite's per-query complexity limit allows far more, but 100 aliased jobs keep one reply small.
     batch_size: int = Field(100, ge=1, le=100)
-    # A few milliseconds gather a burst of webhooks into one GraphQL call without adding real latency.
-    batch_window_seconds: float = Field(0.02, ge=0)
+    # The Buildkite cluster we serve. None: any cluster, as before clusters existed; that is unsafe when a
+    # queue name is used in two clusters (we would create pods the other cluster's agents must run).
+    cluster_uuid: str | None = None
+
+    @field_validator("cluster_uuid")
+    @classmethod
+    def _cluster_is_uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value.strip()))
+        except ValueError:
+            raise ValueError(
+                f"{value[:64]!r} is not a UUID (Buildkite shows it on the cluster's page)"
+            ) from None
 
     @field_validator("tags")
     @classmethod
@@ -127,8 +144,23 @@ class LeaderSettings(_Section):
 
 
 class LogSettings(_Section):
+    # agent-stack-k8s spells them debug/info/warn/error and logfmt/json; both spellings are accepted.
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    format: Literal["json", "logfmt", "text"] = "json"
+    # agent-stack-k8s' `debug`: debug level whatever `level` says.
+    debug: bool = False
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _spelling(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return {"warn": "warning"}.get(value, value)
+        return value
+
+    @property
+    def effective_level(self) -> str:
+        return "debug" if self.debug else self.level
 
 
 class Settings(_Section):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 
-from app.config import FLAG_ALIASES, OPTIONS
+from app.config import CONFIG_ENV, FLAG_ALIASES, OPTIONS
 from app.errors import ConfigInvalid
 
 
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Buildkite jobs as Kubernetes pods.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the controller service (default)")
+    serve = commands.add_parser(
+        "serve", help="run the controller service (default)", formatter_class=_UnbrokenHelpFormatter
+    )
     _add_setting_flags(serve)
     serve.set_defaults(handler=_serve)
     from app.cli.render import add_render_commands
@@ -42,11 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--config", help="YAML config file (agent-stack-k8s keys accepted)")
-    aliases = {target: alias for alias, target in FLAG_ALIASES.items()}
+    parser.add_argument(
+        "-f",
+        "--config",
+        help=f"YAML config file (agent-stack-k8s keys accepted) [env {', '.join(CONFIG_ENV)}]",
+    )
     for option in OPTIONS:
-        names = [f"--{option.key}"] + ([f"--{aliases[option.key]}"] if option.key in aliases else [])
-        help_text = f"{option.help} [env {option.env_name}]"
+        names = [f"--{option.key}"] + [
+            f"--{alias}" for alias, key in FLAG_ALIASES.items() if key == option.key
+        ]
+        help_text = option.help_line
         if option.kind == "bool":
             parser.add_argument(
                 *names,
@@ -61,8 +69,19 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 dest=_dest(option.key),
                 default=None,
                 help=help_text,
+                metavar=_METAVARS.get(option.kind, "VALUE"),
                 type=int if option.kind == "int" else None,
             )
+
+
+class _UnbrokenHelpFormatter(argparse.HelpFormatter):
+    """Wraps help between words only, so a long variable name stays whole (and searchable)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
+
+
+_METAVARS = {"int": "N", "float": "NUMBER", "duration": "DURATION", "list": "A,B"}
 
 
 def _dest(key: str) -> str:

@@ -21,12 +21,21 @@ log = logging.getLogger(__name__)
 def run(*, flags: Mapping[str, object], config_file: str | None) -> int:
     loaded = load(flags=flags, config_file=config_file)
     settings = loaded.settings
-    logs.configure(level=settings.log.level, fmt=settings.log.format)
+    logs.configure(level=settings.log.effective_level, fmt=settings.log.format)
     for warning in loaded.warnings:
         log.warning("%s", warning)
     if settings.buildkite.token is None or not settings.buildkite.org:
         print(
             "buildkite-controller: --token (BUILDKITE_TOKEN) and --org (BUILDKITE_ORG) are required",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.buildkite.agent_token is None:
+        print(
+            "buildkite-controller: --agent-token (BUILDKITE_AGENT_TOKEN) is required: it is how a job whose "
+            "pod cannot run (invalid plugin config, an image that cannot be pulled, a pod stuck pending) is "
+            "failed in Buildkite with the reason; without it such a job would stay scheduled and get a new "
+            "pod again and again",
             file=sys.stderr,
         )
         return 2
