@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -113,11 +114,27 @@ class Controller:
 
     def is_ready(self) -> dict[str, bool]:
         """Ready means "this replica can take a webhook now": a follower relays it to the leader, so
-        Buildkite's reachability is not a condition (a follower may not call GraphQL for hours)."""
+        Buildkite's reachability is not a condition (a follower may not call GraphQL for hours). A
+        Lease that RBAC refuses is: then no replica can ever lead, and nothing would be created."""
         return {
             "accepting": self.accepting,
             "pod_watch_synced": self.watch.synced.is_set(),
             "intake_not_full": self.intake.pending() < MAX_PENDING,
+            "lease_allowed": self.elector.status().forbidden is None,
+        }
+
+    def readiness_detail(self) -> dict[str, object]:
+        """What an operator reads beside the checks: who leads, and why a check fails."""
+        status = self.elector.status()
+        answered = self.graphql.last_success_at
+        return {
+            "replica": status.identity,
+            "leader": status.holder,
+            "is_leader": status.is_leader,
+            "lease": status.lease,
+            "lease_problem": status.forbidden.message() if status.forbidden else status.last_error,
+            "intake_pending": self.intake.pending(),
+            "graphql_answered_seconds_ago": None if answered is None else round(time.time() - answered, 1),
         }
 
     def leadership_changed(self, leading: bool) -> None:
@@ -166,7 +183,9 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         advertise_url=advertise_url(settings),
         lease_duration_seconds=settings.leader.lease_duration_seconds,
         renew_interval_seconds=settings.leader.renew_interval_seconds,
+        renew_deadline_seconds=settings.leader.renew_deadline_seconds,
         on_change=leadership_changed,
+        metrics=metrics,
     )
     watch = PodWatch(kube=kube, controller_id=settings.pod.id, metrics=metrics)
     lifecycle = LifecycleRunner(

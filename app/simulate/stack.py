@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from app.simulate import simulate_control
+from app.simulate.agents import SimulatedAgents
 from app.simulate.buildkite_server import FakeBuildkite
 from app.simulate.buildkite_thread import LoopbackServer
 from app.simulate.kube_api import FakeKubeAPI
@@ -68,6 +69,7 @@ class Simulation:
         self.kubeconfig = Path(options.kubeconfig_out or _temporary_kubeconfig())
         self.job_ids: list[str] = []
         self.kubelet: SimulatedKubelet | None = None
+        self.agents: SimulatedAgents | None = None
 
     def start(self) -> dict[str, Any]:
         simulate_control.install(self.buildkite, self.kube)
@@ -86,6 +88,9 @@ class Simulation:
                 tick_seconds=self.options.kubelet_tick_seconds,
             )
             self.kubelet.start()
+            # Running pods' agents acquire and finish their jobs, as the real agent does.
+            self.agents = SimulatedAgents(self.kube.store, self.buildkite.store)
+            self.agents.start()
         agents = {"queue": self.options.queue}
         self.job_ids = [self.buildkite.add_job(agents=agents) for _ in range(self.options.jobs)]
         return self.info()
@@ -109,6 +114,8 @@ class Simulation:
         }
 
     def stop(self) -> None:
+        if self.agents is not None:
+            self.agents.close()
         if self.kubelet is not None:
             self.kubelet.close()
         self._buildkite_server.stop()
