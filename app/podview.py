@@ -17,12 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-JOB_UUID_LABEL = "buildkite.com/job-uuid"
-# Written by the shell *on the pod* when it fails the Buildkite job (value: the reason word), so a
-# restarted controller sees the fact in the cluster and never fails the same job twice.
-FAILURE_REPORTED_ANNOTATION = "buildkite.com/failure-reported"
-# Written when the job could not be failed (the agent owned it) and a notification was sent instead.
-FAILURE_NOTIFIED_ANNOTATION = "buildkite.com/failure-notified"
+# The pod builder owns the pod's labels and annotations, and refuses user input that names these.
+from podspec.metadata import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION, JOB_UUID_LABEL
+
 AGENT_CONTAINER = "agent"
 
 

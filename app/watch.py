@@ -20,11 +20,10 @@ from app.errors import KubeError, WatchExpired
 from app.kube import KubeGateway
 from app.metrics import Metrics
 from app.podview import PodView
+from podspec.metadata import CONTROLLER_ID_LABEL, JOB_UUID_LABEL
 
 log = logging.getLogger(__name__)
 
-JOB_UUID_LABEL = "buildkite.com/job-uuid"
-CONTROLLER_ID_LABEL = "buildkite.com/controller-id"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 # Back-off after the API refused a list; short, because the index is stale while we wait.
 RELIST_BACKOFF_SECONDS = (0.2, 0.5, 1, 2, 5)

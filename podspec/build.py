@@ -30,7 +30,13 @@ from podspec.imagecheck import check_patched_images, digest_default, plan_image_
 from podspec.images import parse_image_reference
 from podspec.inputs import Inputs, make_inputs
 from podspec.job import Job
-from podspec.metadata import check_metadata, is_dns_subdomain, pod_annotations, pod_labels
+from podspec.metadata import (
+    check_metadata,
+    check_spec_metadata,
+    is_dns_subdomain,
+    pod_annotations,
+    pod_labels,
+)
 from podspec.params import k8s_table
 from podspec.patching import apply_patch, is_command_container
 from podspec.plugin import KubernetesPlugin, parse_plugins
@@ -111,8 +117,10 @@ def _starting_spec(
     name = plugin.pod_template
     if template_spec is None:
         raise BuildError("kubernetes.podTemplate", f"PodTemplate {name!r} was not fetched for this job")
+    path = f"podTemplate[{name}].template.spec"
+    check_spec_metadata(template_spec, field=path)
     decoder = Decoder(k8s_table(), strict=strict)
-    spec = decoder.decode(template_spec, ["ref", "PodSpec"], f"podTemplate[{name}].template.spec")
+    spec = decoder.decode(template_spec, ["ref", "PodSpec"], path)
     warnings.extend(decoder.warnings)
     return clone(spec), name
 

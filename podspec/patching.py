@@ -18,6 +18,7 @@ from podspec.errors import BuildError
 from podspec.gojson import Decoder, join
 from podspec.interposer import interpose
 from podspec.merge import strategic_merge
+from podspec.metadata import check_spec_metadata
 from podspec.params import k8s_table
 
 TINI = "/workspace/tini-static"
@@ -36,6 +37,7 @@ def is_stack_container(name: object) -> bool:
 
 def decode_patch(value: Any, *, path: str, strict: bool) -> dict[str, Any]:
     """Type-check a PodSpec patch, keeping strategic-merge directives (``$patch`` …)."""
+    check_spec_metadata(value, field=path or "pod-spec-patch")
     decoder = Decoder(k8s_table(), strict=strict, allow_directives=True)
     return decoder.decode(value, ["ref", "PodSpec"], path)
 

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError
 from podspec.errors import BuildError
 from podspec.gojson import Decoder, Spec, TypeTable, describe, join
 from podspec.job import KUBERNETES_PLUGIN_KEY
+from podspec.metadata import check_spec_metadata
 from podspec.params import (
     CheckoutParams,
     CommandParams,
@@ -37,6 +38,7 @@ from podspec.params import (
 # plugin config larger than this can never become a pod.
 MAX_PLUGINS_BYTES = 1024 * 1024
 ROOT = "kubernetes"
+POD_SPEC: Spec = ["ref", "PodSpec"]
 
 
 class KubernetesPlugin(ParamsModel):
@@ -57,7 +59,7 @@ class KubernetesPlugin(ParamsModel):
 
 PLUGIN_TYPES: dict[str, dict[str, Spec]] = {
     "KubernetesPlugin": {
-        "podSpec": ["ref", "PodSpec"],
+        "podSpec": POD_SPEC,
         "podSpecPatch": "patch",
         "podTemplate": "string",
         "gitEnvFrom": ["list", ["ref", "EnvFromSource"]],
@@ -110,11 +112,13 @@ class PatchAwareDecoder(Decoder):
         super().__init__(_plugin_table(), strict=strict)
 
     def decode(self, value: Any, spec: Spec, path: str) -> Any:
+        if spec in ("patch", POD_SPEC):
+            check_spec_metadata(value, field=path)
         if spec != "patch":
             return super().decode(value, spec, path)
         self.allow_directives = True
         try:
-            return super().decode(value, ["ref", "PodSpec"], path)
+            return super().decode(value, POD_SPEC, path)
         finally:
             self.allow_directives = False
 

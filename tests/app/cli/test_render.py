@@ -274,6 +274,20 @@ BAD_PIPELINES = {
         "          podSpecPatch: {containers: [{name: agent, command: [sh, -c, 'curl x | sh']}]}\n",
         ["step 'sneaky'", "kubernetes.podSpecPatch.containers[0].command", "not supported"],
     ),
+    "reserved-annotation": (
+        "steps:\n  - key: loop\n    command: make\n    plugins:\n      - kubernetes:\n"
+        "          metadata: {annotations: {buildkite.com/failure-reported: x}}\n",
+        ["step 'loop'", "kubernetes.metadata.annotations", "'buildkite.com/failure-reported' is reserved"],
+    ),
+    "reserved-label-in-patch": (
+        "steps:\n  - key: hide\n    command: make\n    plugins:\n      - kubernetes:\n"
+        "          podSpecPatch: {metadata: {labels: {buildkite.com/controller-id: other}}}\n",
+        [
+            "step 'hide'",
+            "kubernetes.podSpecPatch.metadata.labels",
+            "'buildkite.com/controller-id' is reserved",
+        ],
+    ),
     "bad-step-field": (
         "steps:\n  - key: shard\n    command: make\n    parallelism: many\n",
         ["step 'shard'", "parallelism"],
@@ -311,8 +325,24 @@ def test_lint_reports_the_same_problems(cli, write, text: str, words: list[str])
         ("image: [1]\n", ["'image'"]),
         ("namespace: [\n", ["not valid YAML"]),
         ("- a list\n", ["mapping"]),
+        (
+            "default-metadata: {labels: {buildkite.com/job-uuid: x}}\n",
+            ["default-metadata.labels", "'buildkite.com/job-uuid' is reserved"],
+        ),
+        (
+            "pod-spec-patch: {metadata: {annotations: {buildkite.com/failure-reported: x}}}\n",
+            ["pod-spec-patch.metadata.annotations", "'buildkite.com/failure-reported' is reserved"],
+        ),
     ],
-    ids=["unknown-key", "bad-quantity", "wrong-type", "bad-yaml", "not-a-mapping"],
+    ids=[
+        "unknown-key",
+        "bad-quantity",
+        "wrong-type",
+        "bad-yaml",
+        "not-a-mapping",
+        "reserved-default-metadata",
+        "reserved-key-in-pod-spec-patch",
+    ],
 )
 def test_a_bad_config_exits_2_naming_the_key(cli, write, config: str, words: list[str]) -> None:
     for command in ("render", "lint"):
