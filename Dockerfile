@@ -47,7 +47,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /tmp
 # Numeric, so the kubelet can check runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
-EXPOSE 8080
+# 8080: the webhook; 9090: the ops endpoints (deploy/ passes --ops-port 9090).
+EXPOSE 8080 9090
 # Exec form: the controller is PID 1 and receives SIGTERM itself, so it can drain and release its lease.
 ENTRYPOINT ["buildkite-controller"]
 CMD ["serve"]

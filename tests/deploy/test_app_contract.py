@@ -1,6 +1,6 @@
 """The manifests against the controller's own code: its config loader, CLI and RBAC needs.
 
-Input: deploy/ rendered by tests/deploy/kustomize.py (fixtures in conftest.py), and the controller's
+Input: deploy/ rendered by `kubectl kustomize` (fixtures in conftest.py), and the controller's
 `app.config.load`, `app.cli.build_parser` and `app.kube.REQUIRED_RBAC`. A renamed option, env var or
 flag, or a new API call without its Role rule, fails here instead of in a cluster.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.cli import build_parser
+from app.cli import build_parser, setting_flags
 from app.config import load
 from app.settings import Settings
 
@@ -24,13 +24,18 @@ def one(objects: list[Obj], kind: str) -> Obj:
     return match
 
 
-def pod_environment(container: Obj) -> dict[str, str]:
+def pod_environment(deployment: Obj) -> dict[str, str]:
     """The environment the kubelet would give the container, with a stand-in for each Secret value."""
+    downward = {
+        "metadata.name": "buildkite-controller-7d9c-abcde",
+        "metadata.namespace": deployment["metadata"]["namespace"],
+        "status.podIP": "10.1.2.3",
+    }
     env: dict[str, str] = {}
-    for item in container["env"]:
+    for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
         source = item.get("valueFrom", {})
         if "fieldRef" in source:
-            env[item["name"]] = "buildkite-controller-7d9c-abcde"
+            env[item["name"]] = downward[source["fieldRef"]["fieldPath"]]
         elif "secretKeyRef" in source:
             env[item["name"]] = f"value-of-{source['secretKeyRef']['key']}"
         else:
@@ -39,10 +44,13 @@ def pod_environment(container: Obj) -> dict[str, str]:
 
 
 def loaded_settings(objects: list[Obj], tmp_path: Path) -> Settings:
-    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    deployment = one(objects, "Deployment")
     config = tmp_path / "config.yaml"
     config.write_text(one(objects, "ConfigMap")["data"]["config.yaml"])
-    loaded = load(config_file=config, env=pod_environment(container))
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    namespace = build_parser().parse_args(args)
+    flags = {key: value for key, value in setting_flags(namespace).items() if value is not None}
+    loaded = load(config_file=config, env=pod_environment(deployment), flags=flags)
     assert loaded.warnings == ()
     return loaded.settings
 
@@ -55,9 +63,15 @@ def test_configmap_and_env_load_into_settings_that_match_the_manifests(
     settings = loaded_settings(objects, tmp_path)
     deployment = one(objects, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert settings.pod.namespace == deployment["metadata"]["namespace"]
-    assert settings.server.port == container["ports"][0]["containerPort"]
-    lease_rules = [rule for rule in one(objects, "Role")["rules"] if "resourceNames" in rule]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert (settings.server.port, settings.server.ops_port) == (ports["http"], ports["ops"])
+    # Pods go to the jobs namespace, where its Role grants pods; the Lease to the controller's own.
+    roles = {role["metadata"]["namespace"]: role for role in objects if role["kind"] == "Role"}
+    assert any("pods" in rule["resources"] for rule in roles[settings.pod.namespace]["rules"])
+    assert settings.leader.lease_namespace == deployment["metadata"]["namespace"] != settings.pod.namespace
+    lease_rules = [
+        rule for rule in roles[settings.leader.lease_namespace]["rules"] if "resourceNames" in rule
+    ]
     assert [rule["resourceNames"] for rule in lease_rules] == [[settings.leader.lease_name]]
 
 
@@ -70,6 +84,8 @@ def test_secret_and_downward_api_reach_the_settings(overlay_objects: list[Obj], 
     assert settings.buildkite.agent_token.get_secret_value() == "value-of-BUILDKITE_AGENT_TOKEN"
     assert settings.webhook.secret is not None
     assert settings.webhook.secret.get_secret_value() == "value-of-BUILDKITE_WEBHOOK_SECRET"
+    assert settings.server.ops_token is not None
+    assert settings.server.ops_token.get_secret_value() == "value-of-BUILDKITE_CONTROLLER_OPS_TOKEN"
 
 
 def test_deployment_args_parse_as_the_serve_command(overlay_objects: list[Obj]) -> None:

@@ -1,10 +1,11 @@
 """The Dockerfile and .dockerignore: a small, non-root, read-only-friendly image of the wheel.
 
-Input: the repository's `Dockerfile` (read by tests/deploy/dockerfile.py), `.dockerignore`,
-`pyproject.toml` and deploy/base/deployment.yaml, whose pod must agree with the image (UID, port,
-command). No Docker engine exists here, so the slow tests at the end do what the builder and final
-stages do (tests/deploy/imageenv.py): build the wheel, install it into a fresh virtualenv that can
-import only the image's packages, and run the console script.
+Input: the repository's `Dockerfile`, read by BuildKit's own parser (the `dockerfile` package wraps it),
+`.dockerignore`, matched by the Docker SDK's build-context filter (`docker.utils.build.exclude_paths`),
+`pyproject.toml`, and deploy/base/controller/deployment.yaml, whose pod must agree with the image (UID,
+ports, command). No Docker engine exists here, so the slow tests at the end do what the builder and final
+stages do (tests/deploy/imageenv.py): build the wheel, install it into a fresh virtualenv that can import
+only the image's packages, and run the console script.
 """
 
 from __future__ import annotations
@@ -12,34 +13,78 @@ from __future__ import annotations
 import subprocess
 import tomllib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dockerfile
 import pytest
 import yaml
+from docker.utils.build import exclude_paths
 
 from tests.deploy.conftest import BASE, REPO
-from tests.deploy.dockerfile import DockerfileError, Stage, parse
-from tests.deploy.dockerignore import is_admitted, rules
 from tests.deploy.imageenv import run_in_image
 
 PYTHON_BASE = "python:3.11-slim"
 
 
+@dataclass(frozen=True)
+class Stage:
+    """The instructions from one FROM to the next, as BuildKit's parser returned them."""
+
+    base: str
+    name: str | None
+    commands: tuple[dockerfile.Command, ...]
+
+    def all(self, instruction: str) -> list[dockerfile.Command]:
+        return [command for command in self.commands if command.cmd == instruction.upper()]
+
+
+def stages_of(commands: tuple[dockerfile.Command, ...]) -> list[Stage]:
+    """Group the parsed instructions by stage, with global ARG defaults substituted into FROM."""
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    current: list[dockerfile.Command] = []
+    head: tuple[str, str | None] | None = None
+    for command in commands:
+        if command.cmd == "FROM":
+            if head is not None:
+                stages.append(Stage(*head, tuple(current)))
+            image, *rest = command.value
+            for key, value in args.items():
+                image = image.replace("${" + key + "}", value)
+            head, current = (image, rest[1] if len(rest) == 2 and rest[0].upper() == "AS" else None), []
+        elif head is None and command.cmd == "ARG":
+            key, _, value = command.value[0].partition("=")
+            args[key] = value
+        else:
+            current.append(command)
+    assert head is not None, "no FROM"
+    stages.append(Stage(*head, tuple(current)))
+    return stages
+
+
 @pytest.fixture(scope="module")
 def stages() -> list[Stage]:
-    return parse((REPO / "Dockerfile").read_text())
+    return stages_of(dockerfile.parse_file(str(REPO / "Dockerfile")))
 
 
 @pytest.fixture(scope="module")
 def container() -> dict[str, Any]:
-    deployment = yaml.safe_load((BASE / "deployment.yaml").read_text())
+    deployment = yaml.safe_load((BASE / "controller" / "deployment.yaml").read_text())
     (controller,) = deployment["spec"]["template"]["spec"]["containers"]
     return controller
 
 
 def runs(stage: Stage) -> list[str]:
-    return [instruction.value for instruction in stage.all("RUN")]
+    return [" ".join(command.value[0].split()) for command in stage.all("RUN")]
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for command in stage.all("ENV"):
+        env.update(zip(command.value[::2], command.value[1::2], strict=True))
+    return env
 
 
 def test_image_is_two_stages_on_python_3_11_slim(stages: list[Stage]) -> None:
@@ -50,7 +95,7 @@ def test_image_is_two_stages_on_python_3_11_slim(stages: list[Stage]) -> None:
 
 def test_builder_builds_wheels_from_the_package_sources_only(stages: list[Stage]) -> None:
     builder = stages[0]
-    copied = [word for copy in builder.all("COPY") for word in copy.words()[:-1]]
+    copied = [word for copy in builder.all("COPY") for word in copy.value[:-1]]
     assert sorted(copied) == ["README.md", "app", "podspec", "pyproject.toml"]
     assert any(run.startswith("pip wheel --wheel-dir /wheels") for run in runs(builder))
 
@@ -58,9 +103,9 @@ def test_builder_builds_wheels_from_the_package_sources_only(stages: list[Stage]
 def test_final_stage_installs_the_wheels_offline_without_keeping_them(stages: list[Stage]) -> None:
     final = stages[1]
     assert not final.all("COPY") and not final.all("ADD"), "sources or wheels would become a layer"
-    (install,) = [run for run in final.all("RUN") if "pip install" in run.value]
-    assert install.flags["mount"] == ["type=bind,from=builder,source=/wheels,target=/wheels"]
-    words = install.words()
+    (install,) = [command for command in final.all("RUN") if "pip install" in command.value[0]]
+    assert install.flags == ("--mount=type=bind,from=builder,source=/wheels,target=/wheels",)
+    words = install.value[0].split("&&")[0].split()
     assert {"--no-index", "--no-cache-dir", "--find-links=/wheels", "buildkite-controller"} <= set(words)
 
 
@@ -76,7 +121,7 @@ def test_final_stage_runs_as_the_fixed_non_root_uid_of_the_deployment(
     stages: list[Stage], container: dict[str, Any]
 ) -> None:
     (user,) = stages[1].all("USER")
-    uid, _, gid = user.value.partition(":")
+    uid, _, gid = user.value[0].partition(":")
     # Numeric, or the kubelet cannot verify runAsNonRoot.
     assert uid.isdigit() and gid.isdigit() and int(uid) != 0
     assert (int(uid), int(gid)) == (container["securityContext"]["runAsUser"], 10001)
@@ -84,7 +129,7 @@ def test_final_stage_runs_as_the_fixed_non_root_uid_of_the_deployment(
 
 
 def test_environment_keeps_every_write_inside_tmp(stages: list[Stage], container: dict[str, Any]) -> None:
-    env = stages[1].env()
+    env = env_of(stages[1])
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
     assert env["HOME"] == env["TMPDIR"] == "/tmp"
     writable = [mount["mountPath"] for mount in container["volumeMounts"] if not mount.get("readOnly")]
@@ -96,62 +141,46 @@ def test_entrypoint_is_the_console_script_and_serve_is_the_default(
 ) -> None:
     (entrypoint,) = stages[1].all("ENTRYPOINT")
     (cmd,) = stages[1].all("CMD")
-    # Exec form: the controller itself is PID 1 and gets SIGTERM to drain and release its lease.
-    assert entrypoint.exec_form() == ["buildkite-controller"] and cmd.exec_form() == ["serve"]
+    # Exec form (JSON): the controller itself is PID 1 and gets SIGTERM to drain and release its lease.
+    assert entrypoint.json and entrypoint.value == ("buildkite-controller",)
+    assert cmd.json and cmd.value == ("serve",)
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["buildkite-controller"] == "app.cli:main"
     assert container["args"][0] == "serve" and "command" not in container
 
 
-def test_exposed_port_is_the_deployment_http_port(stages: list[Stage], container: dict[str, Any]) -> None:
+def test_exposed_ports_are_the_deployment_ports(stages: list[Stage], container: dict[str, Any]) -> None:
     (expose,) = stages[1].all("EXPOSE")
-    assert expose.words() == ["8080"]
-    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 8080)]
+    assert sorted(int(port) for port in expose.value) == sorted(
+        p["containerPort"] for p in container["ports"]
+    )
 
 
-def test_dockerignore_admits_exactly_the_builder_inputs() -> None:
-    parsed = rules((REPO / ".dockerignore").read_text())
+def build_context(root: Path, paths: list[str]) -> set[str]:
+    """What `docker build` would send from a tree holding ``paths``, filtered by our .dockerignore."""
+    for path in paths:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).touch()
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return {path for path in exclude_paths(str(root), patterns) if (root / path).is_file()}
+
+
+def test_dockerignore_admits_exactly_the_builder_inputs(tmp_path: Path) -> None:
     tracked = subprocess.run(
         ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
-    admitted = {path for path in tracked if is_admitted(path, parsed)}
-    assert admitted == {
+    junk = [".venv/bin/python", ".git/HEAD", "app/__pycache__/cli.cpython-311.pyc", "x.egg-info/PKG-INFO"]
+    sent = build_context(tmp_path, tracked + junk)
+    # Docker always sends the Dockerfile and .dockerignore (it needs them); COPY never sees them.
+    assert sent - {"Dockerfile", ".dockerignore"} == {
         path
         for path in tracked
         if path in {"pyproject.toml", "README.md"} or path.startswith(("app/", "podspec/"))
     }
-    for junk in (
-        ".venv/bin/python",
-        ".git/HEAD",
-        "app/__pycache__/cli.cpython-311.pyc",
-        "x.egg-info/PKG-INFO",
-    ):
-        assert not is_admitted(junk, parsed), junk
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        pytest.param("RUN echo\n", "only ARG may come before the first FROM", id="run-before-from"),
-        pytest.param("FROM a\nFETCH b\n", "unknown instruction 'FETCH'", id="unknown-instruction"),
-        pytest.param("FROM a\nRUN <<EOF\necho\nEOF\n", "heredocs are not supported", id="heredoc"),
-        pytest.param("FROM a\nRUN echo \\\n", "continuation runs past the end", id="dangling-continuation"),
-        pytest.param("FROM a b c d\n", "FROM must be", id="bad-from"),
-        pytest.param("# just a comment\n", "no FROM instruction", id="empty"),
-    ],
-)
-def test_dockerfile_reader_refuses_what_it_does_not_understand(text: str, message: str) -> None:
-    with pytest.raises(DockerfileError, match=message):
-        parse(text)
-
-
-def test_dockerfile_reader_joins_continuations_and_resolves_global_args() -> None:
-    text = "# syntax=docker/dockerfile:1\nARG BASE=img:1\nFROM ${BASE} AS b\n# note\n"
-    text += "RUN --mount=type=x a \\\n  b\n"
-    (stage,) = parse(text)
-    assert (stage.base, stage.name) == ("img:1", "b")
-    (run,) = stage.all("RUN")
-    assert (run.flags, run.value, run.line) == ({"mount": ["type=x"]}, "a b", 5)
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 Input: the `image` fixture (our wheel in a virtualenv that can import only the runtime dependencies),
 the example overlay's ConfigMap and container args, and `buildkite-controller simulate` (the fake
 apiserver and fake Buildkite on loopback, in a child process of this test's environment). The check is
-what the kubelet would see: /healthz and /readyz answer 200 on the http port, the webhook route answers
-an unsigned request with a 4xx, and SIGTERM ends the process after a graceful shutdown within the
-pod's terminationGracePeriodSeconds.
+what the kubelet would see: /healthz and /readyz answer 200 on the port the probes name (the ops port),
+the webhook route answers an unsigned request with a 4xx on the http port, and SIGTERM ends the process
+after a graceful shutdown within the pod's terminationGracePeriodSeconds.
 """
 
 from __future__ import annotations
@@ -71,12 +71,15 @@ def test_image_serves_its_probes_and_stops_cleanly_on_sigterm(
     pod = one(overlay_objects, "Deployment")["spec"]["template"]["spec"]
     config = tmp_path / "config.yaml"
     config.write_text(one(overlay_objects, "ConfigMap")["data"]["config.yaml"])
-    port = free_port()
-    # The container's own args, with the config path moved to this test's copy and the fakes' endpoints.
+    port, ops_port = free_port(), free_port()
+    container = pod["containers"][0]
+    # The container's own args, with the config path moved to this test's copy, the ops port to a free
+    # one, and the fakes' endpoints.
     args = [
-        str(config) if arg == "/etc/buildkite-controller/config.yaml" else arg
-        for arg in pod["containers"][0]["args"]
+        str(config) if arg == "/etc/buildkite-controller/config.yaml" else arg for arg in container["args"]
     ]
+    args[args.index("--ops-port") + 1] = str(ops_port)
+    ports = {p["name"]: {"http": port, "ops": ops_port}[p["name"]] for p in container["ports"]}
     args += ["--kubeconfig", simulation["kubeconfig"], "--org", simulation["org"], "--host", "127.0.0.1"]
     args += ["--port", str(port), "--graphql-endpoint", simulation["graphql_endpoint"]]
     args += ["--agent-endpoint", simulation["agent_endpoint"]]
@@ -101,9 +104,11 @@ def test_image_serves_its_probes_and_stops_cleanly_on_sigterm(
             stderr=output,
         )
     url = f"http://127.0.0.1:{port}"
+    probe_url = f"http://127.0.0.1:{ports[container['readinessProbe']['httpGet']['port']]}"
+    live_url = f"http://127.0.0.1:{ports[container['livenessProbe']['httpGet']['port']]}"
     try:
-        wait_until_ready(process, url, log)
-        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        wait_until_ready(process, probe_url, log)
+        assert httpx.get(f"{live_url}/healthz", timeout=5).status_code == 200
         unsigned = httpx.post(f"{url}/webhooks/buildkite", content=b"{}", timeout=5)
         assert 400 <= unsigned.status_code < 500
     finally:
