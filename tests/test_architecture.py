@@ -43,6 +43,15 @@ SERVICE = [p for p in python_files("app") if "simulate" not in p.parts]
 ALLOWED_FAKES = {
     "app/cli/__init__.py": {"app.simulate.cli"},
     "app/cli/render.py": {"app.simulate.kube_validation"},
+    # `demo` runs the fakes beside the real controller (a `serve` child process), as `simulate` does.
+    "app/cli/demo.py": {"app.simulate.webhook_payloads"},
+    "app/cli/demo_stack.py": {
+        "app.simulate.kubelet",
+        "app.simulate.kubelet_script",
+        "app.simulate.process",
+        "app.simulate.stack",
+        "app.simulate.webhook_sender",
+    },
 }
 
 

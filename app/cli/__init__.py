@@ -1,4 +1,4 @@
-"""The ``buildkite-controller`` command: ``serve`` (the default), ``render``, ``lint`` and ``simulate``."""
+"""The ``buildkite-controller`` command: ``serve`` (default), ``render``, ``lint``, ``simulate``, ``demo``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app.simulate.cli import add_simulate_command
 
     add_simulate_command(commands)
+    from app.cli.demo import add_demo_command
+
+    add_demo_command(commands)
     return parser
 
 

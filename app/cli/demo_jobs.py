@@ -1,0 +1,139 @@
+"""The demo's jobs and the agents that run them.
+
+``demo_jobs(pipeline)`` expands an example pipeline (``app.cli.pipeline``) into the jobs Buildkite would
+schedule, plus two that go wrong on purpose: one whose image cannot be pulled (the controller fails it
+with the reason) and one whose pod waits until the job is cancelled (the controller deletes the pod).
+``schedule`` adds them to the fake Buildkite, which announces each with a signed ``job.scheduled``
+webhook.
+
+``DemoAgents`` stands in for the ``buildkite-agent`` in each pod (the simulated node runs no real
+process): once a pod runs it acquires and starts its job over the agent REST API, and finishes it
+with the pod's result when the pod ends, as ``--acquire-job`` agents do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.cli.pipeline import expand_pipeline
+
+BROKEN_IMAGE = "registry.example.com/team/does-not-exist:1.0"  # DEFAULT_RULES: the pull fails
+WAITING_IMAGE = "registry.example.com/team/huge-image:latest"  # demo_stack: never finishes starting
+# Environment the fake derives itself from the job (uuid, build); the pipeline's own values are kept.
+_DERIVED_ENV = ("BUILDKITE_JOB_ID", "BUILDKITE_BUILD_", "BUILDKITE_REPO", "BUILDKITE_BRANCH", "BUILDKITE_ORG")
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """One job to schedule; ``expect`` is how it should end in Buildkite (passed, failed, canceled)."""
+
+    label: str
+    expect: str
+    command: str
+    agents: dict[str, str]
+    env: dict[str, str]
+    step_key: str | None = None
+    uuid: str | None = None
+    cancel_when_pod_exists: bool = False
+
+
+def demo_jobs(pipeline: Path, *, queue: str) -> list[DemoJob]:
+    step_jobs = expand_pipeline(pipeline.read_text(), file_name=str(pipeline), queue=queue)
+    jobs = [
+        DemoJob(
+            label=step.label or step.key or step.path,
+            expect="passed",
+            command=step.job.command,
+            agents=dict(step.job.agent_tags),
+            env={k: v for k, v in step.job.env.items() if not k.startswith(_DERIVED_ENV)},
+            step_key=step.key or None,
+            uuid=step.job.uuid,
+        )
+        for step in step_jobs
+    ]
+    agents = {"queue": queue}
+    jobs.append(
+        DemoJob(
+            label=":boom: broken image",
+            expect="failed",
+            command="make test",
+            agents=agents,
+            env={"BUILDKITE_IMAGE": BROKEN_IMAGE},
+            step_key="broken-image",
+        )
+    )
+    jobs.append(
+        DemoJob(
+            label=":hourglass: cancelled while its pod starts",
+            expect="canceled",
+            command="make deploy",
+            agents=agents,
+            env={"BUILDKITE_IMAGE": WAITING_IMAGE},
+            step_key="cancelled",
+            cancel_when_pod_exists=True,
+        )
+    )
+    return jobs
+
+
+def schedule(buildkite: Any, job: DemoJob, *, pipeline_slug: str) -> str:
+    """Add the job to the fake Buildkite (which sends its ``job.scheduled`` webhook); returns its UUID."""
+    fields: dict[str, Any] = {
+        "command": job.command,
+        "agents": job.agents,
+        "env": job.env,
+        "label": job.label,
+        "step_key": job.step_key,
+        "pipeline_slug": pipeline_slug,
+    }
+    if job.uuid is not None:
+        fields["uuid"] = job.uuid
+    return str(buildkite.add_job(**fields))
+
+
+class DemoAgents:
+    """The agents inside the pods; ``step(pods)`` moves each job along with its pod (see module doc)."""
+
+    def __init__(self, agent_endpoint: str, agent_token: str, http: httpx.Client) -> None:
+        self._endpoint = agent_endpoint.rstrip("/")
+        self._agent_token = agent_token
+        self._http = http
+        self._running: dict[str, str] = {}  # job UUID -> the access token of the agent that took it
+        self._done: set[str] = set()
+
+    def step(self, pods: dict[str, dict[str, Any]]) -> None:
+        for uuid, pod in pods.items():
+            if uuid in self._done:
+                continue
+            phase = pod.get("phase")
+            if phase == "Running" and uuid not in self._running:
+                self._take(uuid)
+            elif phase in ("Succeeded", "Failed") and uuid in self._running:
+                self._finish(uuid, exit_status="0" if phase == "Succeeded" else "1")
+
+    def _take(self, uuid: str) -> None:
+        registered = self._http.post(
+            f"{self._endpoint}/register",
+            json={"name": f"demo-agent-{uuid[:8]}"},
+            headers={"Authorization": f"Token {self._agent_token}"},
+        )
+        registered.raise_for_status()
+        token = registered.json()["access_token"]
+        if self._call(token, "PUT", f"/jobs/{uuid}/acquire").status_code != 200:
+            self._done.add(uuid)  # cancelled or failed meanwhile: nothing to run
+            return
+        self._call(token, "PUT", f"/jobs/{uuid}/start").raise_for_status()
+        self._running[uuid] = token
+
+    def _finish(self, uuid: str, *, exit_status: str) -> None:
+        token = self._running.pop(uuid)
+        self._done.add(uuid)
+        self._call(token, "PUT", f"/jobs/{uuid}/finish", json={"exit_status": exit_status})
+
+    def _call(self, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Token {token}"}
+        return self._http.request(method, f"{self._endpoint}{path}", headers=headers, **kwargs)
