@@ -239,6 +239,15 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         book.cancel(uuid)
         lifecycle.cancel(uuid)
 
+    def on_cancel_webhook(uuid: str) -> None:
+        on_cancel(uuid)
+        if not elector.is_leader():  # only the leader deletes pods: tell it now, not at its next poll
+            task = asyncio.get_running_loop().create_task(relay.forward_cancel(uuid))
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+    background: set[asyncio.Task[bool]] = set()
+
     controller = Controller(
         elector=elector,
         settings=settings,
@@ -257,7 +266,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
             settings=settings.webhook,
             tags=tags,
             intake=intake,
-            on_cancel=on_cancel,
+            on_cancel=on_cancel_webhook,
             metrics=metrics,
             is_accepting=lambda: controller is not None and controller.accepting,
         ),
@@ -265,6 +274,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
             key=relay_key,
             allow_unsigned=settings.webhook.allow_unsigned,
             submit=lambda uuid: intake.submit(uuid, source="relay"),
+            cancel=on_cancel,
             is_leader=elector.is_leader,
             max_skew_seconds=settings.webhook.max_skew_seconds,
         ),

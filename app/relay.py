@@ -4,8 +4,10 @@ Every replica takes webhooks (the Service spreads them), but only the leader adm
 limit and priority order are cluster-wide and no two replicas ever race to create one job. A follower's
 intake batches its UUIDs to ``Relay.forward``, which posts them to the leader's ``POST /internal/jobs``:
 
-    {"jobs": ["<uuid>", …]}      signed like a Buildkite webhook: HMAC-SHA256 over "timestamp.body",
-                                 keyed by the webhook secret every replica shares, 5-minute window
+    {"jobs": ["<uuid>", …], "cancelled": ["<uuid>", …]}    signed like a Buildkite webhook: HMAC-SHA256
+                                 over "timestamp.body", keyed by the webhook secret every replica shares,
+                                 5-minute window. ``cancelled`` carries job.finished cancellations, so
+                                 the leader deletes a cancelled job's pod at once, whoever got the webhook.
 
 The leader answers 202 (taken into its intake), 409 when it is not the leader (the follower asks the
 Lease again and retries), 401/400/413 for bad requests. The leader's URL is read from its Lease.
@@ -62,10 +64,24 @@ class Relay:
         self._clock = clock
 
     async def forward(self, uuids: list[str]) -> Retry | None:
+        retry = await self._post({"jobs": uuids}, uuids)
+        if retry is not None:
+            return retry
+        for uuid in uuids:
+            record = self._book.get(uuid)
+            if record is not None and record.stage is Stage.SEEN:
+                self._book.end(uuid, Stage.HANDED_OVER, "relay", "to the leader")
+        return None
+
+    async def forward_cancel(self, uuid: str) -> bool:
+        """Tell the leader a job was cancelled; best effort (its 5 s state poll is the safety net)."""
+        return await self._post({"cancelled": [uuid]}, [uuid]) is None
+
+    async def _post(self, payload: dict[str, list[str]], uuids: list[str]) -> Retry | None:
         url = self._leader_url()
         if not url:
             return Retry(uuids, after=RETRY_SECONDS, reason="no leader known yet")
-        body = json.dumps({"jobs": uuids}).encode()
+        body = json.dumps(payload).encode()
         headers = {"content-type": "application/json"}
         if self._key:
             headers["x-buildkite-signature"] = sign(body, secret=self._key, timestamp=int(self._clock()))
@@ -80,10 +96,6 @@ class Relay:
             self._metrics.relay_batches.labels(str(response.status_code)).inc()
             return Retry(uuids, after=RETRY_SECONDS, reason=f"leader {url} answered {response.status_code}")
         self._metrics.relay_batches.labels("delivered").inc()
-        for uuid in uuids:
-            record = self._book.get(uuid)
-            if record is not None and record.stage is Stage.SEEN:
-                self._book.end(uuid, Stage.HANDED_OVER, "relay", f"to the leader at {url}")
         return None
 
 
@@ -96,6 +108,7 @@ class RelayReceiver:
         key: str | None,
         allow_unsigned: bool,
         submit: Callable[[str], bool],
+        cancel: Callable[[str], None],
         is_leader: Callable[[], bool],
         max_skew_seconds: int,
         clock: Callable[[], float] = time.time,
@@ -103,6 +116,7 @@ class RelayReceiver:
         self._key = key
         self._allow_unsigned = allow_unsigned
         self._submit = submit
+        self._cancel = cancel
         self._is_leader = is_leader
         self._skew = max_skew_seconds
         self._clock = clock
@@ -119,11 +133,13 @@ class RelayReceiver:
                 max_skew_seconds=self._skew,
                 allow_unsigned=self._allow_unsigned and not self._key,
             )
-            uuids = parse_jobs(body)
+            uuids, cancelled = parse_jobs(body)
         except WebhookRejected as exc:
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
         if not self._is_leader():
             return JSONResponse({"error": "not the leader"}, status_code=409)
+        for uuid in cancelled:
+            self._cancel(uuid)
         accepted = sum(1 for uuid in uuids if self._submit(uuid))
         return JSONResponse({"accepted": accepted, "duplicates": len(uuids) - accepted}, status_code=202)
 

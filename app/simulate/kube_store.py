@@ -73,6 +73,9 @@ class Store:
         self._watchers: set[Watcher] = set()
         self.resource_version = 0
         self.compacted_version = 0  # watches from before this version get 410 Expired
+        # Every create accepted, in order: (resource, namespace, name). Tests count duplicates over a
+        # whole run here; objects deleted since are still in it.
+        self.created: list[tuple[str, str, str]] = []
 
     def now(self) -> str:
         return rfc3339(self._clock())
@@ -103,6 +106,7 @@ class Store:
             obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
             meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=self.now())
             meta.pop("deletionTimestamp", None)
+            self.created.append(key)
             return self._write(key, obj, "ADDED", None)
 
     def replace(self, rtype: ResourceType, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:

@@ -157,6 +157,12 @@ class SimulateProcess(Started):
         response.raise_for_status()
         return list(response.json()["pods"])
 
+    def created(self, resource: str = "pods") -> list[str]:
+        """Names of every create the fake apiserver accepted, in order (deleted objects included)."""
+        response = self.kube("GET", "/_test/created", params={"resource": resource})
+        response.raise_for_status()
+        return list(response.json()["created"])
+
     def request_count(self, verb: str = "", resource: str = "") -> int:
         response = self.kube("GET", "/_test/requests", params={"verb": verb, "resource": resource})
         response.raise_for_status()

@@ -14,6 +14,7 @@ On the fake apiserver:
 
     GET  /_test/requests?verb=create&resource=pods   → {"count": n}
     GET  /_test/pods?namespace=buildkite             → {"pods": [{name, job_uuid, phase, deleting}]}
+    GET  /_test/created?resource=pods                → {"created": [name, ...]} accepted creates, in order
 """
 
 from __future__ import annotations
@@ -114,9 +115,16 @@ def kube_routes(kube: FakeKubeAPI) -> list[Route]:
         objects, _ = kube.store.list("pods", namespace)
         return JSONResponse({"pods": [pod_summary(pod) for pod in objects]})
 
+    async def created(request: Request) -> Response:
+        resource = request.query_params.get("resource") or "pods"
+        return JSONResponse(
+            {"created": [name for kind, _, name in list(kube.store.created) if kind == resource]}
+        )
+
     return [
         Route("/_test/requests", requests, methods=["GET"]),
         Route("/_test/pods", pods, methods=["GET"]),
+        Route("/_test/created", created, methods=["GET"]),
     ]
 
 

@@ -101,12 +101,15 @@ def _env(key: str) -> str:
     return OPTIONS_BY_KEY[key].env_name
 
 
-def replica_env(info: dict[str, Any]) -> dict[str, str]:
+def replica_env(info: dict[str, Any], **overrides: str) -> dict[str, str]:
     """The settings every replica shares, as environment variables named by `app.config.OPTIONS`."""
+    settings = {
+        "max_in_flight": "0",  # without a kubelet no pod would ever free a slot
+        **overrides,
+    }
     return controller_env(
         info,
         webhook_secret=WEBHOOK_SECRET,
-        max_in_flight="0",  # no kubelet runs the pods, so none would ever free a slot
         lease_duration=f"{LEASE_SECONDS}s",
         leader_renew_interval=f"{RENEW_SECONDS}s",
         reconcile_interval=f"{RECONCILE_SECONDS}s",
@@ -114,6 +117,7 @@ def replica_env(info: dict[str, Any]) -> dict[str, str]:
         k8s_client_rate_limiter_qps="2000",
         k8s_client_rate_limiter_burst="2000",
         log_level="warning",  # one INFO line per transition x 2,000 jobs x 3 replicas costs CPU
+        **settings,
     )
 
 
@@ -157,13 +161,22 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(workdir: Path, replicas: int, *, ready_timeout: float = 30.0) -> Iterator[Cluster]:
-    """Start `simulate --no-kubelet` and `replicas` controllers; stop them all (SIGTERM) at the end."""
-    sim = SimulateProcess(workdir, extra_args=["--no-kubelet", "--points-limit", "10000000"])
+def running_cluster(
+    workdir: Path,
+    replicas: int,
+    *,
+    ready_timeout: float = 30.0,
+    kubelet: bool = False,
+    **settings: str,
+) -> Iterator[Cluster]:
+    """Start `simulate` (by default `--no-kubelet`: pods stay Pending) and `replicas` controllers with
+    `settings` (config keys with `_`); stop them all (SIGTERM) at the end."""
+    args = ["--points-limit", "10000000", *([] if kubelet else ["--no-kubelet"])]
+    sim = SimulateProcess(workdir, extra_args=args)
     sim.start()
     started: list[Replica] = []
     try:
-        env = replica_env(sim.info)
+        env = replica_env(sim.info, **settings)
         started = [Replica(f"replica-{index}", env, workdir) for index in range(replicas)]
         for replica in started:
             replica.start()
