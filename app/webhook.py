@@ -6,7 +6,7 @@ milliseconds; confirmation and pod creation happen off it. Bad input is always a
 
     401  bad or missing signature/token, stale timestamp
     400  malformed body          413  body over the size limit
-    202  job.scheduled accepted  200  ignored (ping, other events, not our queue, duplicates)
+    202  job.scheduled accepted  200  ignored (ping, other events, not our queue or cluster, duplicates)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 from app.buildkite.signature import verify
-from app.buildkite.webhook import WebhookEvent, parse_event
+from app.buildkite.webhook import WebhookEvent, is_other_cluster, parse_event
 from app.errors import WebhookRejected
 from app.intake import Intake
 from app.logs import job_log
@@ -46,8 +46,10 @@ class WebhookIntake:
         metrics: Metrics,
         is_accepting: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
+        cluster_uuid: str | None = None,
     ) -> None:
         self._settings = settings
+        self._cluster_uuid = cluster_uuid
         self._tags = tags
         self._intake = intake
         self._on_cancel = on_cancel
@@ -90,6 +92,8 @@ class WebhookIntake:
             return 200, "ignored"
         if not self._tags.matches_rules(job.agent_query_rules):
             return 200, "not_our_queue"
+        if is_other_cluster(job, self._cluster_uuid):
+            return 200, "not_our_cluster"
         if not self._is_accepting():
             # Draining for shutdown: the leader's sweep picks the job up; 503 tells Buildkite's log why.
             return 503, "shutting_down"

@@ -6,17 +6,31 @@ verified (``signature.verify``). Output: a frozen ``WebhookEvent`` naming the ev
 Anything else in the payload is ignored. Events we do not handle (``ping``, ``build.*``, names that
 do not exist yet) parse fine; the route decides to ignore them.
 
+Cluster pre-filter: a job payload names its cluster (``job.cluster_id``, null outside clusters);
+``is_other_cluster`` lets the route drop another cluster's job before it costs a GraphQL call. A
+``cluster_id`` that is absent or not a UUID decides nothing: the confirm's own cluster check does.
+
 Bad input raises ``WebhookRejected``: 413 when the body is larger than ``max_bytes``, 400 for
 anything that is not the expected JSON shape. The reason names the field and never echoes the input.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from app.errors import WebhookRejected
 
@@ -50,6 +64,46 @@ class WebhookJob(BaseModel):
     type: Annotated[str, StringConstraints(max_length=64)] | None = None
     agent_query_rules: tuple[Rule, ...] = Field(default=(), max_length=256)
     priority: Annotated[int | None, BeforeValidator(_priority_number)] = None
+    # Set from the payload only (see _cluster): has_cluster says cluster_id is known (None = no cluster).
+    cluster_id: str | None = None
+    has_cluster: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known, cluster = _cluster_uuid(data.get("cluster_id")) if "cluster_id" in data else (False, None)
+            data = {**data, "cluster_id": cluster, "has_cluster": known}
+        return data
+
+
+def _cluster_uuid(value: object) -> tuple[bool, str | None]:
+    """(known, cluster UUID) from a payload's ``cluster_id``: null is known (no cluster); a UUID, or a
+    GraphQL ``Cluster---<uuid>`` id, is known; anything else is unknown, never an error."""
+    if value is None:
+        return True, None
+    if not isinstance(value, str) or len(value) > 128:
+        return False, None
+    candidates = [value]
+    try:
+        decoded = base64.b64decode(value, validate=True).decode()
+        candidates.append(decoded.removeprefix("Cluster---"))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    for candidate in candidates:
+        try:
+            return True, str(uuid.UUID(candidate))
+        except ValueError:
+            continue
+    return False, None
+
+
+def is_other_cluster(job: WebhookJob, cluster_uuid: str | None) -> bool:
+    """True when the payload shows the job is outside ``cluster_uuid`` (the cluster we serve).
+
+    False whenever it cannot tell: no cluster configured, or no usable ``cluster_id`` in the payload.
+    """
+    return cluster_uuid is not None and job.has_cluster and job.cluster_id != cluster_uuid.lower()
 
 
 class WebhookEvent(BaseModel):

@@ -103,10 +103,14 @@ def job_json(job: FakeJob, *, endpoint: str) -> dict[str, Any]:
 class AgentAPI:
     """Route handlers; sync functions so Starlette runs them in its thread pool (real concurrency)."""
 
-    def __init__(self, store: JobStore, registry: AgentRegistry, clock: Clock) -> None:
+    def __init__(
+        self, store: JobStore, registry: AgentRegistry, clock: Clock, *, cluster_id: str | None = None
+    ) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
+        # The cluster of the agent tokens, so of every agent that registers (None: an unclustered token).
+        self.cluster_id = cluster_id
 
     def routes(self) -> list[Route]:
         return [
@@ -182,7 +186,7 @@ class AgentAPI:
         return JSONResponse({})
 
     def acquire(self, request: Request, agent: RegisteredAgent) -> Response:
-        job = self.store.acquire(request.path_params["uuid"], agent_id=agent.id)
+        job = self.store.acquire(request.path_params["uuid"], agent_id=agent.id, cluster_id=self.cluster_id)
         return JSONResponse(job_json(job, endpoint=str(request.base_url).rstrip("/") + "/v3"))
 
     def start(self, request: Request, agent: RegisteredAgent) -> Response:

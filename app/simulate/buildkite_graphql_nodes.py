@@ -202,7 +202,7 @@ def cluster_node(cluster_id: str | None) -> dict[str, Any] | None:
         "__typename": "Cluster",
         "id": graphql_id("Cluster", cluster_id),
         "uuid": cluster_id,
-        "name": "fake",
+        "name": f"cluster-{cluster_id[:8]}",
     }
 
 

@@ -71,7 +71,7 @@ class FakeBuildkite(Started):
 
     def _build_app(self) -> Starlette:
         graphql = GraphQLEndpoint(GraphQLRoot(self.store, self.org), self.budget, self.graphql_settings)
-        agent = AgentAPI(self.store, self.registry, self.clock)
+        agent = AgentAPI(self.store, self.registry, self.clock, cluster_id=self.org.cluster_uuid)
         stacks = self.stacks_api = StacksAPI(self.store, self.registry, self.clock, self.org)
         routes = [
             Route("/v1", graphql.handle, methods=["POST"]),

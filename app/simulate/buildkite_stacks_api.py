@@ -161,7 +161,14 @@ class StacksAPI:
         limit_text = request.query_params.get("limit", "100")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_BATCH:
             raise StackError(400, f"`limit` must be an integer from 1 to {MAX_BATCH}")
-        jobs = [j for j in self.store.all() if j.state == "scheduled" and _queue_matches(j, queue_key)]
+        # A stack lists its token's cluster only: a queue key means a queue of that cluster.
+        jobs = [
+            j
+            for j in self.store.all()
+            if j.state == "scheduled"
+            and j.cluster_id == self.org.cluster_uuid
+            and _queue_matches(j, queue_key)
+        ]
         jobs.sort(key=lambda j: (j.scheduled_at or 0.0, j.seq))
         after = request.query_params.get("after")
         if after:

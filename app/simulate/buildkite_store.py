@@ -31,6 +31,8 @@ CANCEL_AT_ONCE_STATES = frozenset(
 AGENT_OWNED_STATES = frozenset({"assigned", "accepted", "running"})
 
 Listener = Callable[[str, FakeJob], None]
+# `JobStore.acquire(cluster_id=ANY_CLUSTER)`: an acquire that does not model the agent's cluster.
+ANY_CLUSTER = "*"
 
 
 class JobNotFound(LookupError):
@@ -171,11 +173,18 @@ class JobStore:
                 raise JobConflict(422, f"Job can't be canceled while it is {job.state}")
         return self._announce(event, job)
 
-    def acquire(self, job_uuid: str, *, agent_id: str) -> FakeJob:
-        """Self-assign and accept (§5.2 step 4): one winner; 423 while waiting, 422 otherwise."""
+    def acquire(self, job_uuid: str, *, agent_id: str, cluster_id: str | None = ANY_CLUSTER) -> FakeJob:
+        """Self-assign and accept (§5.2 step 4): one winner; 423 while waiting, 422 otherwise.
+
+        An agent belongs to its token's cluster (``cluster_id``; None for an unclustered token) and
+        cannot take another cluster's job: the pod a controller made for such a job can never run it.
+        ``ANY_CLUSTER`` skips the check (in-process stand-ins for agents that model no token).
+        """
         with self._lock:
             self._expire_reservations()
             job = self._require(job_uuid)
+            if cluster_id != ANY_CLUSTER and job.cluster_id != cluster_id:
+                raise JobConflict(422, "Job belongs to a different cluster than this agent")
             if job.state in LOCKED_STATES:
                 raise JobConflict(423, f"Job is {job.state} and can't be acquired yet")
             if job.state not in ACQUIRABLE_STATES:

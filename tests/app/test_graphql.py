@@ -4,6 +4,7 @@ transport retries what it should (429, 5xx, timeouts) through httpx.MockTranspor
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import uuid
@@ -22,6 +23,8 @@ from app.buildkite.queries import (
     build_confirm_jobs,
     build_job_states,
     build_scheduled_jobs,
+    cluster_graphql_id,
+    cluster_mismatch,
     parse_confirm_jobs,
     parse_env,
     parse_job_states,
@@ -523,3 +526,138 @@ def test_a_nonsense_retry_after_falls_back_to_backing_off(value: str) -> None:
     recorder = Recorder()
     run(sequence(httpx.Response(429, headers={"Retry-After": value}), ok()), confirm, recorder)
     assert recorder.sleeps == [0.75]
+
+
+# --- cluster scoping (issue 9) -------------------------------------------------------------------
+
+CLUSTER = "7b4f3c2a-1d5e-4f6a-9b8c-0d1e2f3a4b5c"
+OTHER_CLUSTER = "5c1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+
+
+@pytest.mark.parametrize("cursor", [None, "Y3Vyc29yOjQy"], ids=["first page", "later page"])
+def test_the_cluster_scoped_scheduled_query_validates_against_the_buildkite_schema(
+    schema: graphql.GraphQLSchema, cursor: str | None
+) -> None:
+    document = build_scheduled_jobs(
+        org="acme", agent_query_rules=["queue=k8s"], page_size=100, cursor=cursor, cluster_uuid=CLUSTER
+    )
+    assert_valid(schema, document)
+    assert "cluster: $cluster" in document.query and "cluster { uuid }" in document.query
+    assert base64.b64decode(document.variables["cluster"]).decode() == f"Cluster---{CLUSTER}"
+
+
+@pytest.mark.parametrize("count", [1, 100])
+def test_the_confirm_query_with_the_cluster_validates_against_the_buildkite_schema(
+    schema: graphql.GraphQLSchema, count: int
+) -> None:
+    document = build_confirm_jobs([str(uuid.UUID(int=i)) for i in range(count)], with_cluster=True)
+    assert_valid(schema, document)
+    assert document.query.count("cluster { uuid }") == 1  # once, in the fragment
+
+
+def test_without_a_cluster_the_queries_are_todays() -> None:
+    scheduled = build_scheduled_jobs(org="acme", agent_query_rules=[], page_size=10, cursor=None)
+    assert "cluster" not in scheduled.query and "cluster" not in scheduled.variables
+    assert "cluster" not in build_confirm_jobs(UUIDS).query
+
+
+def test_cluster_graphql_id_refuses_a_non_uuid() -> None:
+    with pytest.raises(ValueError):
+        cluster_graphql_id("my-cluster")
+
+
+@pytest.mark.parametrize(
+    ("cluster", "has_cluster", "expected"),
+    [
+        ({"uuid": CLUSTER.upper()}, True, CLUSTER),
+        (None, True, None),
+    ],
+    ids=["clustered", "unclustered"],
+)
+def test_a_fetched_cluster_is_parsed_lower_case(
+    cluster: object, has_cluster: bool, expected: str | None
+) -> None:
+    record = parse_confirm_jobs({"j0": command_node(UUIDS[0], cluster=cluster)}, UUIDS[:1])[UUIDS[0]]
+    assert record is not None
+    assert (record.has_cluster, record.cluster_uuid) == (has_cluster, expected)
+
+
+def test_a_record_whose_query_did_not_ask_knows_no_cluster() -> None:
+    record = parse_confirm_jobs({"j0": command_node(UUIDS[0])}, UUIDS[:1])[UUIDS[0]]
+    assert record is not None and not record.has_cluster and record.cluster_uuid is None
+
+
+@pytest.mark.parametrize(
+    "cluster",
+    [{"uuid": 7}, {"uuid": "x" * 65}, {}, "Cluster---x", [CLUSTER]],
+    ids=["number", "huge", "no-uuid", "string", "list"],
+)
+def test_a_malformed_cluster_is_a_short_buildkite_error(cluster: object) -> None:
+    with pytest.raises(BuildkiteError, match="cluster") as caught:
+        parse_confirm_jobs({"j0": command_node(UUIDS[0], cluster=cluster)}, UUIDS[:1])
+    assert len(str(caught.value)) < 300
+
+
+def _record(*, cluster_uuid: str | None, has_cluster: bool) -> JobRecord:
+    return JobRecord(
+        uuid=UUIDS[0],
+        state="scheduled",
+        agent_query_rules=(),
+        env={},
+        command="",
+        priority=0,
+        cluster_uuid=cluster_uuid,
+        has_cluster=has_cluster,
+    )
+
+
+@pytest.mark.parametrize(
+    ("configured", "cluster_uuid", "has_cluster", "ours"),
+    [
+        (None, OTHER_CLUSTER, True, True),  # no cluster configured: today's behaviour
+        (None, None, False, True),
+        (CLUSTER, CLUSTER, True, True),
+        (CLUSTER.upper(), CLUSTER, True, True),
+        (CLUSTER, OTHER_CLUSTER, True, False),
+        (CLUSTER, None, True, False),  # an unclustered job
+        (CLUSTER, None, False, False),  # the query did not ask: fail closed
+    ],
+    ids=[
+        "unscoped-other",
+        "unscoped-unknown",
+        "same",
+        "same-any-case",
+        "other",
+        "unclustered",
+        "not-fetched",
+    ],
+)
+def test_cluster_mismatch_keeps_only_our_clusters_jobs(
+    configured: str | None, cluster_uuid: str | None, has_cluster: bool, ours: bool
+) -> None:
+    reason = cluster_mismatch(_record(cluster_uuid=cluster_uuid, has_cluster=has_cluster), configured)
+    assert (reason is None) == ours
+    if reason is not None:
+        assert "cluster" in reason
+
+
+def test_scheduled_jobs_sends_the_cluster_on_every_page() -> None:
+    recorder = Recorder()
+    run(
+        backwards_pages([str(uuid.UUID(int=i + 1)) for i in range(5)]),
+        lambda c: c.scheduled_jobs(org="acme", agent_query_rules=[], page_size=2, cluster_uuid=CLUSTER),
+        recorder,
+    )
+    sent = [json.loads(r.content)["variables"] for r in recorder.requests]
+    assert len(sent) == 3
+    assert {base64.b64decode(v["cluster"]).decode() for v in sent} == {f"Cluster---{CLUSTER}"}
+
+
+def test_confirm_jobs_with_cluster_asks_for_it() -> None:
+    recorder = Recorder()
+    handler = sequence(
+        httpx.Response(200, json={"data": {"j0": command_node(UUIDS[0], cluster={"uuid": CLUSTER})}})
+    )
+    records = run(handler, lambda c: c.confirm_jobs(UUIDS[:1], with_cluster=True), recorder)
+    assert "cluster { uuid }" in json.loads(recorder.requests[0].content)["query"]
+    assert records[UUIDS[0]].cluster_uuid == CLUSTER

@@ -284,3 +284,19 @@ def test_agent_faults_can_target_one_path(bk_http: httpx.Client, fake_buildkite:
 
     assert statuses == [200, 200, 201, 503]
     assert fake_buildkite.job(uuid).state == "running"
+
+
+def test_an_agent_cannot_acquire_a_job_of_another_cluster(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
+    # The failure a controller without cluster scoping causes: its pod's agent is refused the job.
+    theirs = fake_buildkite.add_job(cluster_id="5c1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b")
+    ours = fake_buildkite.add_job()
+    auth = register(bk_http, fake_buildkite)
+
+    refused = bk_http.put(f"{fake_buildkite.agent_endpoint}/jobs/{theirs}/acquire", headers=auth)
+    taken = bk_http.put(f"{fake_buildkite.agent_endpoint}/jobs/{ours}/acquire", headers=auth)
+
+    assert refused.status_code == 422 and "cluster" in refused.json()["message"]
+    assert fake_buildkite.job(theirs).state == "scheduled"
+    assert taken.status_code == 200 and fake_buildkite.job(ours).state == "accepted"

@@ -423,3 +423,71 @@ def test_node_finds_a_job_by_its_graphql_id(bk_http: httpx.Client, fake_buildkit
     )
 
     assert result == {"node": {"uuid": uuid}}
+
+
+# --- two clusters with the same queue name (issue 9: cluster scoping) ---------------------------------
+
+OTHER_CLUSTER = "5c1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+
+
+def _sent(http: httpx.Client, bk: FakeBuildkite, document: Any) -> dict[str, Any]:
+    """Post one of the controller's own documents (app.buildkite.queries) as it would send it."""
+    auth = {"Authorization": f"Bearer {bk.api_token}"}
+    return data(http.post(bk.graphql_url, json=document.body(), headers=auth))
+
+
+def test_the_controllers_scheduled_query_lists_only_its_clusters_jobs(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
+    from app.buildkite.queries import build_scheduled_jobs, parse_scheduled_jobs
+
+    ours = fake_buildkite.add_job(agents={"queue": "kubernetes"})
+    theirs = fake_buildkite.add_job(agents={"queue": "kubernetes"}, cluster_id=OTHER_CLUSTER)
+
+    def listed(cluster: str | None) -> list[tuple[str, str | None]]:
+        document = build_scheduled_jobs(
+            org="acme",
+            agent_query_rules=["queue=kubernetes"],
+            page_size=10,
+            cursor=None,
+            cluster_uuid=cluster,
+        )
+        page = parse_scheduled_jobs(_sent(bk_http, fake_buildkite, document))
+        return [(job.uuid, job.cluster_uuid) for job in page.jobs]
+
+    mine = fake_buildkite.org.cluster_uuid
+    assert listed(mine) == [(ours, mine)]
+    assert listed(OTHER_CLUSTER) == [(theirs, OTHER_CLUSTER)]
+    # Without a cluster: today's query, both clusters' jobs of the queue name.
+    assert sorted(uuid for uuid, _ in listed(None)) == sorted([ours, theirs])
+
+
+def test_the_controllers_confirm_query_reports_each_jobs_cluster(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
+    from app.buildkite.queries import build_confirm_jobs, cluster_mismatch, parse_confirm_jobs
+
+    ours = fake_buildkite.add_job()
+    theirs = fake_buildkite.add_job(cluster_id=OTHER_CLUSTER)
+    loose = fake_buildkite.add_job(clustered=False)
+    uuids = [ours, theirs, loose]
+
+    records = parse_confirm_jobs(
+        _sent(bk_http, fake_buildkite, build_confirm_jobs(uuids, with_cluster=True)), uuids
+    )
+
+    mine = fake_buildkite.org.cluster_uuid
+    kept = [uuid for uuid, record in records.items() if record and cluster_mismatch(record, mine) is None]
+    assert kept == [ours]
+    assert records[loose] is not None and records[loose].has_cluster and records[loose].cluster_uuid is None
+
+
+def test_a_cluster_filter_that_is_not_a_cluster_id_matches_nothing(
+    bk_http: httpx.Client, fake_buildkite: FakeBuildkite
+) -> None:
+    fake_buildkite.add_job()
+    query = (
+        '{ organization(slug: "acme") { jobs(state: [SCHEDULED], cluster: "not-a-cluster") {'
+        " edges { node { ... on JobTypeCommand { uuid } } } } } }"
+    )
+    assert data(post(bk_http, fake_buildkite, query))["organization"]["jobs"]["edges"] == []

@@ -184,3 +184,14 @@ def test_get_states_rejects_malformed_bodies(fake_buildkite: FakeBuildkite, body
     with registered(fake_buildkite) as http:
         response = http.post("/stacks/k8s/jobs/get-states", content=body)
     assert response.status_code in {400, 422} and response.json()["message"]
+
+
+def test_scheduled_jobs_lists_only_the_tokens_cluster(
+    make_fake_buildkite: Callable[..., FakeBuildkite],
+) -> None:
+    bk = make_fake_buildkite()
+    ours = bk.add_job(agents={"queue": "kubernetes"})
+    bk.add_job(agents={"queue": "kubernetes"}, cluster_id="5c1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b")
+    with registered(bk) as http:
+        listed = http.get("/stacks/k8s/scheduled-jobs", params={"queue_key": "kubernetes"}).json()
+    assert [job["id"] for job in listed["jobs"]] == [ours]
