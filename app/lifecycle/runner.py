@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from app.jobs import JobBook, Stage
 from app.kube import KubeGateway
@@ -65,6 +65,50 @@ GAUGE_INTERVAL_SECONDS = 1.0
 MAX_EARLY_CANCELS = 1024
 
 
+@dataclass(slots=True)
+class PodRecord:
+    """Everything the runner keeps about one pod (kopf's per-object memory), by pod name.
+
+    A new pod under the same name (another uid) starts a fresh record: markers, attempts and the
+    failure's detection time belong to the pod, not to the name.
+    """
+
+    view: PodView  # the latest seen (a deleted pod stays until its last decision settles)
+    # Annotations we wrote that no watch event has shown yet, laid over the view so a second event
+    # cannot repeat the call: "reported" / "notified" -> reason.
+    markers: dict[str, str] = field(default_factory=dict)
+    delete_sent: bool = False  # our delete is on its way
+    attempts: int = 0  # failed tries of the current action
+    not_before: float = -math.inf  # end of the retry back-off
+    detected_at: float | None = None  # when its failure was first seen
+    busy: asyncio.Task[None] | None = None  # its running action
+
+    def seen(self, view: PodView) -> None:
+        if view.uid != self.view.uid:
+            self.markers.clear()
+            self.delete_sent, self.attempts, self.not_before, self.detected_at = False, 0, -math.inf, None
+        self.view = view
+        if self.markers and _shows(view, self.markers):
+            self.markers.clear()  # the cluster has the facts now; memory is no longer needed
+
+    def decided_view(self) -> PodView:
+        if not self.markers:
+            return self.view
+        return replace(
+            self.view,
+            failure_reported=self.view.failure_reported or self.markers.get("reported"),
+            failure_notified=self.view.failure_notified or self.markers.get("notified"),
+        )
+
+
+@dataclass(slots=True)
+class JobPods:
+    """Per job: its pods' names, and when we learned it was cancelled (for the cancel metric)."""
+
+    names: set[str] = field(default_factory=set)
+    cancelled_at: float | None = None
+
+
 class LifecycleRunner:
     def __init__(
         self,
@@ -94,21 +138,15 @@ class LifecycleRunner:
             clock=clock,
         )
         self.check = JobStateCheck(graphql, interval_seconds=settings.cancel_check_interval_seconds)
-        self._views: dict[str, PodView] = {}  # by pod name; deleted views stay until settled
-        self._names: dict[str, set[str]] = {}  # lower-case job uuid -> its pods' names
-        self._dirty: set[str] = set()
-        self._timers: Deadlines[str] = Deadlines()  # pod name -> when to decide it again
-        self._busy: dict[str, asyncio.Task[None]] = {}  # pod name -> its running action
-        self._check_task: asyncio.Task[None] | None = None
-        self._markers: dict[str, dict[str, str]] = {}  # pod uid -> annotations we wrote, not yet seen
-        self._deleted_uids: set[str] = set()
-        self._attempts: dict[str, int] = {}  # pod uid -> failed tries of its current action
-        self._not_before: dict[str, float] = {}  # pod name -> end of its retry back-off
+        self._pods: dict[str, PodRecord] = {}  # by pod name
+        self._jobs: dict[str, JobPods] = {}  # lower-case job uuid -> its pods
         # Cancels for jobs we have no pod for yet (the webhook raced the pod create); bounded, because
         # most cancelled jobs in an org never had a pod here.
         self._early_cancels: dict[str, float] = {}
-        self._detected_at: dict[str, float] = {}  # pod uid -> when its failure was first seen
-        self._cancel_seen_at: dict[str, float] = {}  # job uuid -> when we learned it was cancelled
+        # Scheduling, not state: which pods to decide now, and when the others are due again.
+        self._dirty: set[str] = set()
+        self._timers: Deadlines[str] = Deadlines()
+        self._check_task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_ACTIONS)
         self._wake = asyncio.Event()
         self._was_leader = False
@@ -118,36 +156,40 @@ class LifecycleRunner:
 
     def on_pod(self, view: PodView) -> None:
         """Watch listener: remember the pod's current view and wake the loop. Never blocks."""
-        markers = self._markers.get(view.uid)
-        if markers and _shows(view, markers):
-            del self._markers[view.uid]  # the cluster has the fact now; memory is no longer needed
-        cancelled_at = self._early_cancels.pop((view.job_uuid or "").lower(), None)
-        if view.job_uuid and cancelled_at is not None:
-            self.check.record(view.job_uuid, "canceled", now=cancelled_at)
-            self._cancel_seen_at.setdefault(view.job_uuid.lower(), cancelled_at)
+        record = self._pods.get(view.name)
         if view.deleted and not self._is_leader():
             # A follower has nothing left to do for a gone pod; keeping it would grow without bound
             # and make a takeover re-decide every pod this replica ever saw.
-            self._forget(view.name, view)
+            if record is not None:
+                self._forget(view.name, record)
             return
-        self._views[view.name] = view
+        if record is None:
+            record = self._pods[view.name] = PodRecord(view)
+        record.seen(view)
         if view.job_uuid:
-            self._names.setdefault(view.job_uuid.lower(), set()).add(view.name)
+            job = self._jobs.setdefault(view.job_uuid.lower(), JobPods())
+            job.names.add(view.name)
+            cancelled_at = self._early_cancels.pop(view.job_uuid.lower(), None)
+            if cancelled_at is not None:
+                self.check.record(view.job_uuid, "canceled", now=cancelled_at)
+                if job.cancelled_at is None:
+                    job.cancelled_at = cancelled_at
         self._dirty.add(view.name)
         self._wake.set()
 
     def cancel(self, uuid: str) -> None:
         """The job was cancelled (``job.finished`` webhook): its pending pod goes at the next pass."""
         now = self._clock()
-        names = self._names.get(uuid.lower())
-        if not names:
+        job = self._jobs.get(uuid.lower())
+        if job is None or not job.names:
             self._early_cancels[uuid.lower()] = now
             while len(self._early_cancels) > MAX_EARLY_CANCELS:
                 del self._early_cancels[next(iter(self._early_cancels))]
             return
         self.check.record(uuid, "canceled", now=now)
-        self._cancel_seen_at.setdefault(uuid.lower(), now)
-        self._dirty.update(names)
+        if job.cancelled_at is None:
+            job.cancelled_at = now
+        self._dirty.update(job.names)
         self._wake.set()
 
     def wake(self) -> None:
@@ -172,8 +214,11 @@ class LifecycleRunner:
         """After the watch's first list: decide every pod (orphans past retention, ended jobs …)."""
         await self._watch.synced.wait()
         for name, view in self._watch.pods.items():
-            self._views.setdefault(name, view)
-        self._dirty.update(self._views)
+            if name not in self._pods:
+                self._pods[name] = PodRecord(view)
+                if view.job_uuid:
+                    self._jobs.setdefault(view.job_uuid.lower(), JobPods()).names.add(name)
+        self._dirty.update(self._pods)
         self._wake.set()
 
     async def step(self) -> None:
@@ -184,13 +229,16 @@ class LifecycleRunner:
             return
         if not self._was_leader:  # just took over: our view may hide work the old leader left
             self._was_leader = True
-            self._dirty.update(self._views)
+            self._dirty.update(self._pods)
         self._dirty.update(self._timers.pop_due(now))
         for name in list(self._dirty):
-            if name not in self._busy and self._not_before.get(name, -math.inf) <= now:
+            record = self._pods.get(name)
+            if record is None:
                 self._dirty.discard(name)
-                self._not_before.pop(name, None)
-                self._decide(name, now)
+            elif record.busy is None and record.not_before <= now:
+                self._dirty.discard(name)
+                record.not_before = -math.inf
+                self._decide(name, record, now)
         self._start_check(now)
         self._update_gauges(now)
 
@@ -198,7 +246,7 @@ class LifecycleRunner:
         """Run passes and wait for their actions until nothing is left to do now (used by tests)."""
         for _ in range(max_passes):
             await self.step()
-            tasks = [*self._busy.values(), *([self._check_task] if self._check_task else [])]
+            tasks = self._running_tasks()
             if not tasks:
                 return
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -206,79 +254,68 @@ class LifecycleRunner:
 
     # --- deciding -----------------------------------------------------------------------------------
 
-    def _decide(self, name: str, now: float) -> None:
-        view = self._views.get(name)
-        if view is None:
-            return
+    def _decide(self, name: str, record: PodRecord, now: float) -> None:
+        view = record.view
         uuid = view.job_uuid
         if uuid is None:
-            self._forget(name, view)  # not a job pod: the selector should not have sent it
+            self._forget(name, record)  # not a job pod: the selector should not have sent it
             return
-        view = self._with_markers(view)
+        view = record.decided_view()
         action = decide(view, job_state=self.check.state(uuid, now=now), now=now, policy=self._policy)
         self._timers.cancel(name)
         if isinstance(action, CheckJobState | FailJob | Notify):
             # Whom a failure concerns is read from a state learned after it was seen: a ``scheduled``
             # from the last poll could hide an agent that has acquired the job since.
-            detected_at = self._detected_at.setdefault(view.uid, now)
-            if isinstance(action, CheckJobState) or not self.check.is_fresh(uuid, since=detected_at):
-                self.check.want(uuid, since=detected_at)
+            if record.detected_at is None:
+                record.detected_at = now
+            if isinstance(action, CheckJobState) or not self.check.is_fresh(uuid, since=record.detected_at):
+                self.check.want(uuid, since=record.detected_at)
                 return
         else:
-            self._detected_at.pop(view.uid, None)
+            record.detected_at = None
         match action:
             case Keep(recheck_at=recheck_at, poll_job_state=poll):
-                self._keep(name, view, recheck_at, poll=poll)
-            case Delete() if view.uid in self._deleted_uids:
+                self._keep(name, record, recheck_at, poll=poll)
+            case Delete() if record.delete_sent:
                 pass  # our delete is on its way; the watch has not shown it yet
             case FailJob() | Notify() | Delete():
                 self.check.drop(uuid)
-                self._launch(name, view, action)
+                self._launch(name, record, view, action)
 
-    def _keep(self, name: str, view: PodView, recheck_at: float | None, *, poll: bool) -> None:
-        uuid = view.job_uuid or ""
+    def _keep(self, name: str, record: PodRecord, recheck_at: float | None, *, poll: bool) -> None:
+        uuid = record.view.job_uuid or ""
         if poll:
             self.check.want(uuid)
         else:
             self.check.drop(uuid)
         if recheck_at is not None:
             self._timers.set(name, recheck_at)
-        elif view.deleted:
-            self._forget(name, view)
+        elif record.view.deleted:
+            self._forget(name, record)
 
-    def _with_markers(self, view: PodView) -> PodView:
-        markers = self._markers.get(view.uid)
-        if not markers:
-            return view
-        return replace(
-            view,
-            failure_reported=view.failure_reported or markers.get("reported"),
-            failure_notified=view.failure_notified or markers.get("notified"),
-        )
-
-    def _forget(self, name: str, view: PodView) -> None:
-        self._views.pop(name, None)
+    def _forget(self, name: str, record: PodRecord) -> None:
+        if self._pods.get(name) is record:
+            del self._pods[name]
         self._timers.cancel(name)
-        self._not_before.pop(name, None)
-        for table in (self._markers, self._attempts, self._detected_at):
-            table.pop(view.uid, None)
-        self._deleted_uids.discard(view.uid)
-        key = (view.job_uuid or "").lower()
-        names = self._names.get(key, set())
-        names.discard(name)
-        if key and not names:
-            self._names.pop(key, None)
-            self.check.forget(key)
-            self._cancel_seen_at.pop(key, None)
+        self._dirty.discard(name)
+        key = (record.view.job_uuid or "").lower()
+        job = self._jobs.get(key)
+        if job is not None:
+            job.names.discard(name)
+            if not job.names:
+                del self._jobs[key]
+                self.check.forget(key)
 
     # --- acting -------------------------------------------------------------------------------------
 
-    def _launch(self, name: str, view: PodView, action: FailJob | Notify | Delete) -> None:
+    def _launch(self, name: str, record: PodRecord, view: PodView, action: FailJob | Notify | Delete) -> None:
         if self._book is not None and view.job_uuid:
             self._book.note(view.job_uuid, "decision", _describe(action))
-        self._busy[name] = asyncio.create_task(self._act(name, view, action), name=f"lifecycle {name}")
+        record.busy = asyncio.create_task(self._act(name, record, view, action), name=f"lifecycle {name}")
 
-    async def _act(self, name: str, view: PodView, action: FailJob | Notify | Delete) -> None:
+    async def _act(
+        self, name: str, record: PodRecord, view: PodView, action: FailJob | Notify | Delete
+    ) -> None:
         try:
             async with self._slots:
                 result = await self._execute(view, action)
@@ -286,11 +323,11 @@ class LifecycleRunner:
             log.exception("lifecycle action %r on %s crashed", action, name)
             result = None
         finally:
-            self._busy.pop(name, None)
+            record.busy = None
         if result is not None:
-            self._settled(view, action, result)
+            self._settled(record, view, action, result)
         else:
-            self._retry_later(name, view)
+            self._retry_later(name, record)
         self._dirty.add(name)  # decide again on the latest view (at once, or after the back-off)
         self._wake.set()
 
@@ -305,44 +342,44 @@ class LifecycleRunner:
                 return "deleted" if await self._actions.delete(view, action) else None
         raise AssertionError(f"not an action to execute: {action!r}")
 
-    def _settled(self, view: PodView, action: FailJob | Notify | Delete, outcome: str) -> None:
+    def _settled(
+        self, record: PodRecord, view: PodView, action: FailJob | Notify | Delete, outcome: str
+    ) -> None:
         now = self._clock()
-        self._attempts.pop(view.uid, None)
+        record.attempts = 0
+        uuid = view.job_uuid or ""
         if isinstance(action, FailJob) and outcome not in ("failed", "disabled"):
             # Buildkite refused the acquire: an agent holds the job now (perhaps this pod's), so it is
             # the agent's to finish, not ours to fail or delete.
-            if self._book is not None and view.job_uuid:
-                self._book.note(view.job_uuid, "buildkite", f"not failed: {outcome}")
+            if self._book is not None and uuid:
+                self._book.note(uuid, "buildkite", f"not failed: {outcome}")
             # The refused acquire is the evidence; the routine poll replaces it with the real state.
-            self.check.record(view.job_uuid or "", "assigned", now=now)
+            self.check.record(uuid, "assigned", now=now)
         elif isinstance(action, FailJob):
-            if self._book is not None and view.job_uuid and outcome == "failed":
+            if self._book is not None and uuid and outcome == "failed":
                 self._book.end(
-                    view.job_uuid,
-                    Stage.FAILED,
-                    "buildkite",
-                    action.message,
-                    outcome=f"failed: {action.reason}",
+                    uuid, Stage.FAILED, "buildkite", action.message, outcome=f"failed: {action.reason}"
                 )
-            self._markers.setdefault(view.uid, {})["reported"] = action.reason
-            detected_at = self._detected_at.pop(view.uid, now)
+            record.markers["reported"] = action.reason
+            detected_at = record.detected_at if record.detected_at is not None else now
+            record.detected_at = None
             self._metrics.failure_report_seconds.observe(max(0.0, now - detected_at))
             if action.then_delete and outcome == "failed":
-                self._deleted_uids.add(view.uid)
+                record.delete_sent = True
         elif isinstance(action, Notify):
-            self._markers.setdefault(view.uid, {})["notified"] = action.reason
+            record.markers["notified"] = action.reason
         else:
-            self._deleted_uids.add(view.uid)
-            seen = self._cancel_seen_at.pop((view.job_uuid or "").lower(), None)
-            if action.reason == "cancelled" and seen is not None:
-                self._metrics.cancel_delete_seconds.observe(max(0.0, now - seen))
+            record.delete_sent = True
+            job = self._jobs.get(uuid.lower())
+            if action.reason == "cancelled" and job is not None and job.cancelled_at is not None:
+                self._metrics.cancel_delete_seconds.observe(max(0.0, now - job.cancelled_at))
+                job.cancelled_at = None
 
-    def _retry_later(self, name: str, view: PodView) -> None:
-        attempt = self._attempts.get(view.uid, 0)
-        self._attempts[view.uid] = attempt + 1
-        retry_at = self._clock() + RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
-        self._not_before[name] = retry_at
-        self._timers.set(name, retry_at)
+    def _retry_later(self, name: str, record: PodRecord) -> None:
+        attempt = record.attempts
+        record.attempts = attempt + 1
+        record.not_before = self._clock() + RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+        self._timers.set(name, record.not_before)
 
     # --- the state check ----------------------------------------------------------------------------
 
@@ -361,10 +398,12 @@ class LifecycleRunner:
             self._check_task = None
         seen = self._clock()
         for uuid, state in learned.items():
-            if state in CANCELLED_STATES:
-                self._cancel_seen_at.setdefault(uuid, seen)
-        for uuid in learned:
-            self._dirty.update(self._names.get(uuid, ()))
+            job = self._jobs.get(uuid)
+            if job is None:
+                continue
+            if state in CANCELLED_STATES and job.cancelled_at is None:
+                job.cancelled_at = seen
+            self._dirty.update(job.names)
         self._wake.set()
 
     # --- housekeeping -------------------------------------------------------------------------------
@@ -386,14 +425,22 @@ class LifecycleRunner:
             return  # a pass per watch event would make this O(pods) per event
         self._gauges_at = now
         pending = [
-            v.created_at
-            for v in self._views.values()
-            if v.phase == "Pending" and not v.deleted and v.created_at
+            r.view.created_at
+            for r in self._pods.values()
+            if r.view.phase == "Pending" and not r.view.deleted and r.view.created_at
         ]
         self._metrics.oldest_pending_seconds.set(max(0.0, now - min(pending)) if pending else 0.0)
 
+    def sizes(self) -> dict[str, int]:
+        """How much the runner holds (a memory test reads it)."""
+        return {"pods": len(self._pods), "jobs": len(self._jobs), "early_cancels": len(self._early_cancels)}
+
+    def _running_tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [r.busy for r in self._pods.values() if r.busy is not None]
+        return tasks + ([self._check_task] if self._check_task else [])
+
     async def _stop_tasks(self) -> None:
-        tasks = [*self._busy.values(), *([self._check_task] if self._check_task else [])]
+        tasks = self._running_tasks()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
