@@ -10,13 +10,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from kubernetes.aio import client as kclient
 from pydantic import ValidationError
 
-from app.kube import KubeAPI
+from app.kube import KubeAPI, TokenBucket
 from app.leader import LeaderElector, LeaseForbidden
 from app.metrics import Metrics
 from app.settings import LeaderSettings, Settings
 from app.simulate.kube_api import FakeKubeAPI
+from app.simulate.kube_client import kube_client_config
 from tests.app.kube_fixtures import gateway
 
 
@@ -404,6 +406,24 @@ def test_a_forbidden_lease_names_the_missing_rule_in_status_log_and_metrics(
         status = b.status()
         assert status.forbidden is None and status.last_error is None and status.is_leader
         assert gauge(metrics, "leader_lease_forbidden", verb=verb) == 0
+
+    run(scenario)
+
+
+def test_a_forbidden_lease_in_its_own_namespace_names_that_namespace() -> None:
+    async def scenario(kube: FakeKubeAPI) -> None:
+        api = KubeAPI(
+            kclient.ApiClient(kube_client_config(kube.url)),
+            namespace="jobs",
+            limiter=TokenBucket(1000, 1000),
+            lease_namespace="controller",
+        )
+        _OPEN.append(api)
+        kube.inject("get", "leases", status=403, count=10)
+        b = elector(kube, "b", Clock(), api=api)
+        assert await b.try_acquire_or_renew() is False
+        assert b.status().forbidden == LeaseForbidden("get", "controller", "leader")
+        assert b.status().lease == "controller/leader"
 
     run(scenario)
 
