@@ -144,20 +144,24 @@ class RelayReceiver:
         return JSONResponse({"accepted": accepted, "duplicates": len(uuids) - accepted}, status_code=202)
 
 
-def parse_jobs(body: bytes) -> list[str]:
+def parse_jobs(body: bytes) -> tuple[list[str], list[str]]:
+    """``(jobs, cancelled)`` from a relay body; ``WebhookRejected`` (400/413) for anything else."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookRejected(400, "body is not JSON") from exc
-    jobs = data.get("jobs") if isinstance(data, dict) else None
-    if not isinstance(jobs, list) or not all(isinstance(job, str) for job in jobs):
-        raise WebhookRejected(400, 'body must be {"jobs": [<uuid>, ...]}')
-    if len(jobs) > MAX_JOBS:
+    if not isinstance(data, dict) or not set(data) <= {"jobs", "cancelled"}:
+        raise WebhookRejected(400, 'body must be {"jobs": [<uuid>, ...], "cancelled": [<uuid>, ...]}')
+    lists = [data.get("jobs", []), data.get("cancelled", [])]
+    for items in lists:
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise WebhookRejected(400, '"jobs" and "cancelled" must be lists of UUIDs')
+    if sum(len(items) for items in lists) > MAX_JOBS:
         raise WebhookRejected(413, f"more than {MAX_JOBS} jobs")
-    uuids = [normalise(job) for job in jobs]
-    if not all(is_uuid(uuid) for uuid in uuids):
+    jobs, cancelled = ([normalise(item) for item in items] for items in lists)
+    if not all(is_uuid(uuid) for uuid in (*jobs, *cancelled)):
         raise WebhookRejected(400, "every job must be a UUID")
-    return uuids
+    return jobs, cancelled
 
 
 async def _read_body(request: Request) -> bytes:
