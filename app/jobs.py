@@ -248,6 +248,8 @@ class JobBook:
 
     def move(self, uuid: str, stage: Stage, what: str, detail: str = "") -> JobRecord:
         """Move an active job to ``stage`` (not an end: use ``end``)."""
+        if stage in ENDED:  # it would stay among the active records, never trimmed
+            raise IllegalMove(f"job {uuid}: {stage} is an end; use end()")
         record = self._active.get(normalise(uuid))
         if record is None:
             raise IllegalMove(f"job {uuid} is not active (moving to {stage})")
