@@ -130,6 +130,7 @@ def test_a_refusal_is_logged_without_the_token(caplog: pytest.LogCaptureFixture)
 def test_reads_need_no_token() -> None:
     app, _ = ops_app(TOKEN)
     app.state.controller.is_ready = lambda: {"leader": True}
+    app.state.controller.readiness_detail = lambda: {}
 
     async def call() -> list[int]:
         transport = httpx.ASGITransport(app=app, client=JOB_POD)
