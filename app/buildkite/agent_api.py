@@ -5,11 +5,18 @@ pull failure, pod lost before the agent acquired the job). GraphQL has no "fail 
 (reference/buildkite-api.md §2.3), so we speak the agent REST API (§5.2):
 
     POST register (agent token) → access token     the agent is ignored by dispatch
-    PUT  jobs/{uuid}/acquire                       422: someone else has it → NOT_ACQUIRABLE
+    PUT  jobs/{uuid}/acquire                       422: not ours → GET jobs/{uuid} says HELD_BY_ANOTHER
+                                                   (an agent has it) or ENDED (finished, cancelled, …)
     PUT  jobs/{uuid}/start
     POST jobs/{uuid}/chunks                        the message, gzip-compressed, is the job's log
     PUT  jobs/{uuid}/finish                        exit_status "-1", signal_reason "stack_error"
-    POST disconnect                                always, once registered
+    POST disconnect                                once the job is finished or not ours
+
+A report that stops half-way (acquired, maybe started and logged, then ``finish`` failed after its
+retries) keeps its agent: the next ``fail_job`` for that job resumes with the same access token where
+the last one stopped. A new agent could not: its acquire would be refused (the job is ours, running),
+and the job would stay ``running`` under an agent nobody drives. At most ``MAX_UNFINISHED`` such
+agents are kept, each for ``UNFINISHED_TTL_SECONDS``.
 
 ``signal_reason: stack_error`` is what agent-stack-k8s users get for jobs the stack failed, so their
 retry rules (``signal_reason: stack_error``, ``exit_status: -1``) keep working. 429 and 5xx are
@@ -54,9 +61,50 @@ log = logging.getLogger(__name__)
 AGENT_VERSION = "3.136.2"
 
 
+# A kept half-finished report is dropped after this long (Buildkite marks a silent agent lost well
+# before) or when more than this many are kept; dropping one is logged.
+UNFINISHED_TTL_SECONDS = 3600.0
+MAX_UNFINISHED = 1000
+
+# Job states after which nothing runs the job (reference/buildkite-api.md §5.4; passed/failed are REST's).
+ENDED_STATES = frozenset(
+    {
+        "finished",
+        "passed",
+        "failed",
+        "canceled",
+        "expired",
+        "skipped",
+        "timed_out",
+        "broken",
+        "waiting_failed",
+        "blocked_failed",
+        "unblocked_failed",
+    }
+)
+
+
 class FailOutcome(enum.StrEnum):
-    FAILED = "failed"  # the job is finished in Buildkite with exit status -1 and our message
-    NOT_ACQUIRABLE = "not_acquirable"  # an agent already has it, or it was cancelled/finished
+    """What failing a job came to, and whether the job's pod may be deleted.
+
+    Only FAILED and ENDED let the caller delete the job's pod: after HELD_BY_ANOTHER an agent — maybe
+    the pod's own, which acquired the job meanwhile — holds the job, and deleting its pod would kill
+    the build; after RETRY the pod's agent may still acquire it.
+    """
+
+    FAILED = "failed"  # we finished the job in Buildkite: exit status -1, our message as its log
+    HELD_BY_ANOTHER = "held_by_another"  # acquire refused: an agent has the job (or its state is unknown)
+    ENDED = "ended"  # acquire refused: the job already finished, was cancelled, expired, …
+    RETRY = "retry"  # nothing settled (Buildkite unreachable or an error); ask again later
+
+    @property
+    def pod_may_be_deleted(self) -> bool:
+        return self in (FailOutcome.FAILED, FailOutcome.ENDED)
+
+    @property
+    def settled(self) -> bool:
+        """Asking again would not change the answer (the job is failed, or not ours to fail)."""
+        return self is not FailOutcome.RETRY
 
 
 class _Registration(BaseModel):
@@ -79,8 +127,14 @@ class _Acquired:
     started: bool  # a retried acquire was resolved by starting the job already
 
 
+@dataclass
+class _Unfinished:
+    session: _AgentSession
+    kept_at: float
+
+
 class AgentAPI:
-    """The agent REST API, used only to fail jobs; one short-lived agent per ``fail_job`` call."""
+    """The agent REST API, used only to fail jobs; one short-lived agent per job."""
 
     def __init__(
         self,
@@ -102,18 +156,45 @@ class AgentAPI:
         self._loop = RetryLoop(retry, sleep=sleep, rng=rng)
         self._clock = clock
         self._hostname = hostname or socket.gethostname()
+        self._unfinished: dict[str, _Unfinished] = {}  # job → its agent, for reports that stopped half-way
 
     def __repr__(self) -> str:
         return f"AgentAPI(endpoint={self._endpoint!r})"  # never the token
 
     async def fail_job(self, uuid: str, message: str) -> FailOutcome:
-        """Finish job ``uuid`` as failed with ``message`` as its log, unless it is not ours to take."""
+        """Finish job ``uuid`` as failed with ``message`` as its log, unless it is not ours to take.
+
+        Returns FAILED, HELD_BY_ANOTHER or ENDED; raises ``BuildkiteError`` when Buildkite cannot be
+        reached or refuses. A report that stopped after the acquire resumes on the next call with the
+        same agent; ``message`` is not uploaded again if the first upload went through.
+        """
         job = canonical_uuids([uuid])[0]
-        session = await self._register(job)
+        self._trim()
+        kept = self._unfinished.pop(job, None)
+        session = kept.session if kept is not None else await self._register(job)
+        done = False
         try:
-            return await session.fail(job, message)
+            outcome = await session.fail(job, message)
+            done = True
+            return outcome
         finally:
-            await session.disconnect()
+            if done or not session.may_hold_job:
+                await session.disconnect()
+            else:
+                # Keep the agent (and its token): only it can finish the job it may hold.
+                self._unfinished[job] = _Unfinished(session, kept.kept_at if kept else self._clock())
+                self._trim()
+
+    def unfinished(self) -> int:
+        """How many half-finished reports are kept for a retry."""
+        return len(self._unfinished)
+
+    def _trim(self) -> None:
+        now = self._clock()
+        for job, kept in list(self._unfinished.items()):
+            if now - kept.kept_at > UNFINISHED_TTL_SECONDS or len(self._unfinished) > MAX_UNFINISHED:
+                del self._unfinished[job]
+                log.warning("dropped the unfinished failure report of Buildkite job %s and its agent", job)
 
     async def _register(self, job: str) -> _AgentSession:
         body = {
@@ -194,25 +275,52 @@ def _extra_retry(response: httpx.Response, statuses: frozenset[int], *, what: st
 
 
 class _AgentSession:
-    """A registered throw-away agent: acquire, start, log, finish one job, then disconnect."""
+    """A registered throw-away agent: acquire, start, log, finish one job, then disconnect.
+
+    It remembers how far it got, so a ``fail`` that raised can be called again and carry on.
+    """
 
     def __init__(self, call: _Call, *, clock: Callable[[], float]) -> None:
         self._call = call
         self._clock = clock
+        self._acquired: _Acquired | None = None
+        self._acquire_sent = False  # an acquire went out: it may have landed even if we saw no reply
+        self._started = False
+        self._logged = False
+
+    @property
+    def may_hold_job(self) -> bool:
+        return self._acquired is not None or self._acquire_sent
 
     async def fail(self, job: str, message: str) -> FailOutcome:
-        acquired = await self._acquire(job)
-        if acquired is None:
-            return FailOutcome.NOT_ACQUIRABLE
-        if not acquired.started:
+        if self._acquired is None:
+            acquired = await self._acquire(job)
+            if acquired is None:
+                self._acquire_sent = False  # settled: the job is not ours
+                return await self._not_ours(job)
+            self._acquired, self._started = acquired, acquired.started
+        if not self._started:
             started = await self._call.send("PUT", f"jobs/{job}/start", json={"started_at": self._now()})
-            # A 422 after a lost reply may mean our first start landed: ask before giving up.
+            # A 422 after a lost reply may mean our first start landed: ask before giving up. The job is
+            # ours (we acquired it), so "running" means we started it.
             if started.status_code != 200 and await self._state_of(job) != "running":
                 raise _unexpected(started, what=f"start job {job}")
-        await self._upload_log(job, failure_log(message), acquired.chunk_limit)
-        await self._finish(job)
+            self._started = True
+        if not self._logged:
+            await self._upload_log(job, failure_log(message), self._acquired.chunk_limit)
+            self._logged = True
+        outcome = await self._finish(job)
         log.info("failed Buildkite job %s: %s", job, message[:200])
-        return FailOutcome.FAILED
+        return outcome
+
+    async def _not_ours(self, job: str) -> FailOutcome:
+        state = await self._state_of(job)
+        if state in ENDED_STATES:
+            log.info("Buildkite job %s was not failed: it already ended (%s)", job, state)
+            return FailOutcome.ENDED
+        # Unknown counts as held: deleting a pod whose agent runs the job is the worse mistake.
+        log.info("Buildkite job %s was not failed: an agent holds it (state %s)", job, state or "unknown")
+        return FailOutcome.HELD_BY_ANOTHER
 
     async def disconnect(self) -> None:
         # Best effort: an agent that never disconnects is marked lost by Buildkite; nothing is stuck.
@@ -222,13 +330,17 @@ class _AgentSession:
             log.warning("agent disconnect failed: %s", exc)
 
     async def _acquire(self, job: str) -> _Acquired | None:
-        response = await self._call.send(
-            "PUT",
-            f"jobs/{job}/acquire",
-            headers={"X-Buildkite-Lock-Acquire-Job": "1"},
-            retry_statuses=frozenset({423}),
-        )
-        if response.status_code == 422 and self._call.had_unanswered_attempt:
+        landed_before = self._acquire_sent  # an acquire of an earlier call may have landed
+        try:
+            response = await self._call.send(
+                "PUT",
+                f"jobs/{job}/acquire",
+                headers={"X-Buildkite-Lock-Acquire-Job": "1"},
+                retry_statuses=frozenset({423}),
+            )
+        finally:
+            self._acquire_sent = landed_before or self._call.had_unanswered_attempt
+        if response.status_code == 422 and self._acquire_sent:
             # Our earlier try may have acquired it; if so, start succeeds and the job is ours.
             return await self._probe_start(job)
         if response.status_code == 422:
@@ -258,7 +370,7 @@ class _AgentSession:
             if response.status_code not in (200, 201, 204):
                 raise _unexpected(response, what=f"upload log of job {job}")
 
-    async def _finish(self, job: str) -> None:
+    async def _finish(self, job: str) -> FailOutcome:
         body = {
             "exit_status": "-1",
             "signal_reason": "stack_error",
@@ -271,8 +383,14 @@ class _AgentSession:
             # beats a job left running. Had an earlier, lost try landed, the job would be finished.
             body.pop("signal_reason")
             response = await self._call.send("PUT", f"jobs/{job}/finish", json=body)
-        if response.status_code not in (200, 204) and await self._state_of(job) != "finished":
-            raise _unexpected(response, what=f"finish job {job}")
+        if response.status_code in (200, 204):
+            return FailOutcome.FAILED
+        state = await self._state_of(job)
+        if state == "finished":
+            return FailOutcome.FAILED  # only the holder finishes a job: an earlier, lost try of ours landed
+        if state in ENDED_STATES:
+            return FailOutcome.ENDED  # cancelled under us, say; nothing runs it any more
+        raise _unexpected(response, what=f"finish job {job}")
 
     async def _state_of(self, job: str) -> str | None:
         """The job's state as the agent API reports it, or None when it will not say."""

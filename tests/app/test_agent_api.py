@@ -8,12 +8,13 @@ import asyncio
 import gzip
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from app.buildkite import agent_api
 from app.buildkite.agent_api import AgentAPI, FailOutcome
 from app.buildkite.agent_log import HEADER, MAX_LOG_BYTES, failure_log, split_chunks
 from app.buildkite.retry import RetryPolicy
@@ -24,6 +25,7 @@ AGENT_TOKEN = "bkct_agent-token-do-not-log"
 ACCESS_TOKEN = "bkaa_access-token"
 JOB = "0190c5e8-1d2b-4f6a-9c3e-7a1b2c3d4e5f"
 POLICY = RetryPolicy(attempts=3, base_seconds=1.0, cap_seconds=4.0)
+T = TypeVar("T")
 Reply = httpx.Response | Exception | Callable[[], httpx.Response | Exception]
 
 
@@ -92,7 +94,14 @@ class AgentDouble:
         self.sleeps.append(seconds)
 
     def fail(self, message: str = "The image could not be pulled.", job: str = JOB) -> FailOutcome:
-        async def main() -> FailOutcome:
+        return self.run(lambda api: api.fail_job(job, message))
+
+    def run(
+        self, scenario: Callable[[AgentAPI], Awaitable[T]], clock: Callable[[], float] | None = None
+    ) -> T:
+        """Run ``scenario`` with one ``AgentAPI`` aimed at this double (one API across several calls)."""
+
+        async def main() -> T:
             async with httpx.AsyncClient(transport=httpx.MockTransport(self)) as http:
                 api = AgentAPI(
                     http,
@@ -102,10 +111,10 @@ class AgentDouble:
                     retry=POLICY,
                     sleep=self.sleep,
                     rng=lambda: 0.0,
-                    clock=lambda: 1_700_000_000.25,
+                    clock=clock or (lambda: 1_700_000_000.25),
                     hostname="controller-0",
                 )
-                return await api.fail_job(job, message)
+                return await scenario(api)
 
         return asyncio.run(main())
 
@@ -193,11 +202,41 @@ def test_buildkite_request_headers_from_register_are_echoed() -> None:
     assert "X-Other" not in double.requests[2].headers
 
 
-def test_a_job_that_cannot_be_acquired_is_left_alone() -> None:
+@pytest.mark.parametrize(
+    ("state", "outcome"),
+    [
+        ("accepted", FailOutcome.HELD_BY_ANOTHER),
+        ("running", FailOutcome.HELD_BY_ANOTHER),
+        ("canceling", FailOutcome.HELD_BY_ANOTHER),
+        ("scheduled", FailOutcome.HELD_BY_ANOTHER),  # odd after a 422: treated as held, the safe side
+        ("finished", FailOutcome.ENDED),
+        ("canceled", FailOutcome.ENDED),
+        ("expired", FailOutcome.ENDED),
+        (None, FailOutcome.HELD_BY_ANOTHER),  # Buildkite would not say
+    ],
+)
+def test_a_job_that_cannot_be_acquired_is_left_alone_and_says_who_has_it(
+    state: str | None, outcome: FailOutcome
+) -> None:
     double = AgentDouble()
     double.reply("PUT", "acquire", httpx.Response(422, json={"message": "Job already assigned"}))
-    assert double.fail() is FailOutcome.NOT_ACQUIRABLE
-    assert double.calls() == ["POST register", f"PUT jobs/{JOB}/acquire", "POST disconnect"]
+    if state is None:
+        double.reply("GET", JOB, httpx.Response(403, json={"message": "not your job"}))
+    else:
+        double.state = state
+    assert double.fail() is outcome
+    assert outcome.pod_may_be_deleted is (outcome is FailOutcome.ENDED)
+    assert double.calls() == [
+        "POST register",
+        f"PUT jobs/{JOB}/acquire",
+        f"GET jobs/{JOB}",
+        "POST disconnect",
+    ]
+
+
+def test_only_failed_and_ended_let_the_pod_go() -> None:
+    assert {o for o in FailOutcome if o.pod_may_be_deleted} == {FailOutcome.FAILED, FailOutcome.ENDED}
+    assert {o for o in FailOutcome if not o.settled} == {FailOutcome.RETRY}
 
 
 def test_a_locked_job_is_retried_after_retry_after() -> None:
@@ -233,14 +272,154 @@ def test_start_is_retried_through_429_and_5xx_and_connection_errors(trouble: Rep
     assert len(double.sleeps) == 1
 
 
-def test_persistent_5xx_gives_up_after_the_attempts_and_disconnects() -> None:
+def test_persistent_5xx_gives_up_after_the_attempts_and_keeps_the_agent_that_holds_the_job() -> None:
     double = AgentDouble()
     double.reply("PUT", "finish", *[httpx.Response(503)] * POLICY.attempts)
     with pytest.raises(BuildkiteUnavailable, match="HTTP 503"):
         double.fail()
     assert double.calls().count(f"PUT jobs/{JOB}/finish") == POLICY.attempts
-    assert double.calls()[-1] == "POST disconnect"
+    assert "POST disconnect" not in double.calls()  # it holds a running job: only it can finish it
     assert double.sleeps == [0.5, 1.0]  # rng=0: half of base·2ⁿ
+
+
+def test_a_register_that_fails_leaves_nothing_to_resume() -> None:
+    double = AgentDouble()
+    double.reply("POST", "register", *[httpx.Response(503)] * POLICY.attempts)
+
+    async def scenario(api: AgentAPI) -> tuple[int, FailOutcome]:
+        with pytest.raises(BuildkiteUnavailable):
+            await api.fail_job(JOB, "m")
+        return api.unfinished(), await api.fail_job(JOB, "m")
+
+    assert double.run(scenario) == (0, FailOutcome.FAILED)
+
+
+# --- a report that stopped half-way resumes with the same agent ----------------------------------
+
+
+def fail_then_retry(double: AgentDouble, first: str = "first", second: str = "second") -> list[Any]:
+    """``fail_job`` twice on one ``AgentAPI``: the first raises, the second's outcome is returned."""
+    marks: list[Any] = []
+
+    async def scenario(api: AgentAPI) -> list[Any]:
+        with pytest.raises(BuildkiteError):
+            await api.fail_job(JOB, first)
+        marks.append(len(double.requests))
+        marks.append(api.unfinished())
+        outcome = await api.fail_job(JOB, second)
+        return [*marks, outcome, api.unfinished()]
+
+    return double.run(scenario)
+
+
+def test_a_finish_that_failed_is_retried_by_the_same_agent_without_a_new_register() -> None:
+    double = AgentDouble()
+    double.reply("PUT", "finish", *[httpx.Response(503)] * POLICY.attempts)
+    before, kept, outcome, left = fail_then_retry(double)
+    assert (kept, outcome, left) == (1, FailOutcome.FAILED, 0)
+    assert double.calls()[before:] == [f"PUT jobs/{JOB}/finish", "POST disconnect"]
+    assert double.calls().count("POST register") == 1
+    assert {r.headers["Authorization"] for r in double.requests[1:]} == {f"Token {ACCESS_TOKEN}"}
+    assert double.state == "finished"
+    assert double.log() == failure_log("first")  # the log went up once
+
+
+def test_a_start_that_failed_resumes_at_start() -> None:
+    double = AgentDouble()
+    double.reply("PUT", "start", *[httpx.Response(502)] * POLICY.attempts)
+    before, kept, outcome, _ = fail_then_retry(double)
+    assert (kept, outcome) == (1, FailOutcome.FAILED)
+    assert double.calls()[before:] == [
+        f"PUT jobs/{JOB}/start",
+        f"POST jobs/{JOB}/chunks",
+        f"PUT jobs/{JOB}/finish",
+        "POST disconnect",
+    ]
+    assert double.log() == failure_log("second")
+
+
+def test_an_acquire_that_may_have_landed_is_resumed_by_the_agent_that_sent_it() -> None:
+    # Every try timed out but the first reached Buildkite: the job is ours. A new agent would be
+    # refused (422) and leave it accepted under an agent nobody drives.
+    double = AgentDouble()
+    double.reply("PUT", "acquire", double.landed("accepted"), *[httpx.Response(502)] * (POLICY.attempts - 1))
+    before, kept, outcome, _ = fail_then_retry(double)
+    assert (kept, outcome) == (1, FailOutcome.FAILED)
+    assert double.calls()[before:][:2] == [f"PUT jobs/{JOB}/acquire", f"PUT jobs/{JOB}/start"]
+    assert double.state == "finished"
+
+
+def test_a_job_cancelled_while_its_report_was_half_done_ends() -> None:
+    double = AgentDouble()
+
+    def cancelled() -> httpx.Response:
+        double.state = "canceled"
+        return httpx.Response(503)
+
+    double.reply("PUT", "finish", *[httpx.Response(503)] * (POLICY.attempts - 1), cancelled)
+    double.reply("PUT", "finish", httpx.Response(422, json={"message": "Job is canceled"}))
+    _, kept, outcome, left = fail_then_retry(double)
+    assert (kept, outcome, left) == (1, FailOutcome.ENDED, 0)
+    assert double.calls()[-1] == "POST disconnect"
+
+
+def test_a_refused_acquire_is_not_kept() -> None:
+    double = AgentDouble()
+    double.reply("PUT", "acquire", httpx.Response(400, json={"message": "bad"}))
+
+    async def scenario(api: AgentAPI) -> int:
+        with pytest.raises(BuildkiteError, match="acquire"):
+            await api.fail_job(JOB, "m")
+        return api.unfinished()
+
+    assert double.run(scenario) == 0
+    assert double.calls()[-1] == "POST disconnect"
+
+
+def test_kept_reports_are_bounded_by_count_and_age(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(agent_api, "MAX_UNFINISHED", 3)
+    jobs = [f"0190c5e8-1d2b-4f6a-9c3e-7a1b2c3d4e{i:02x}" for i in range(5)]
+    double = AgentDouble()
+    now = [1_700_000_000.0]
+
+    def finish_always_fails(request: httpx.Request) -> httpx.Response:
+        double.requests.append(request)
+        if request.url.path.endswith("/finish"):
+            return httpx.Response(503)
+        if request.method == "GET":
+            return httpx.Response(200, json={"state": "running"})
+        return httpx.Response(200, json={"id": "x", "access_token": ACCESS_TOKEN})
+
+    async def scenario(api: AgentAPI) -> list[int]:
+        sizes = []
+        for job in jobs:
+            with pytest.raises(BuildkiteUnavailable):
+                await api.fail_job(job, "m")
+            sizes.append(api.unfinished())
+        now[0] += agent_api.UNFINISHED_TTL_SECONDS + 1
+        with pytest.raises(BuildkiteUnavailable):
+            await api.fail_job(jobs[0], "m")  # long gone: a new agent, kept alone
+        sizes.append(api.unfinished())
+        return sizes
+
+    async def with_clock() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(finish_always_fails)) as http:
+            api = AgentAPI(
+                http,
+                endpoint=ENDPOINT,
+                agent_token=AGENT_TOKEN,
+                retry=POLICY,
+                sleep=double.sleep,
+                rng=lambda: 0.0,
+                clock=lambda: now[0],
+                hostname="h",
+            )
+            return await scenario(api)
+
+    assert asyncio.run(with_clock()) == [1, 2, 3, 3, 3, 1]
+    assert "dropped the unfinished failure report" in caplog.text
 
 
 def test_an_acquire_that_may_have_landed_is_resolved_by_starting_the_job() -> None:
@@ -254,12 +433,14 @@ def test_an_acquire_that_may_have_landed_is_resolved_by_starting_the_job() -> No
     assert double.state == "finished"
 
 
-def test_an_acquire_lost_to_another_agent_after_a_timeout_is_not_acquirable() -> None:
+def test_an_acquire_lost_to_another_agent_after_a_timeout_is_held_by_another() -> None:
     double = AgentDouble()
+    double.state = "accepted"  # the pod's own agent got it
     double.reply("PUT", "acquire", httpx.ReadTimeout("lost reply"), httpx.Response(422))
     double.reply("PUT", "start", httpx.Response(422))
-    assert double.fail() is FailOutcome.NOT_ACQUIRABLE
+    assert double.fail() is FailOutcome.HELD_BY_ANOTHER
     assert f"PUT jobs/{JOB}/finish" not in double.calls()
+    assert double.calls()[-1] == "POST disconnect"
 
 
 def test_a_start_whose_reply_was_lost_carries_on_when_the_job_is_running() -> None:

@@ -148,7 +148,7 @@ def test_fail_job_finishes_the_job_with_minus_one_and_the_message_in_its_log(
 def test_fail_job_leaves_a_job_another_agent_holds(fake_buildkite: FakeBuildkite) -> None:
     job = fake_buildkite.add_job()
     fake_buildkite.set_state(job, "running")
-    assert run(fake_buildkite, lambda c: c.agent.fail_job(job, "too late")) is FailOutcome.NOT_ACQUIRABLE
+    assert run(fake_buildkite, lambda c: c.agent.fail_job(job, "too late")) is FailOutcome.HELD_BY_ANOTHER
     assert fake_buildkite.job(job).state == "running"
     assert fake_buildkite.finish_calls(job) == 0
 
@@ -159,9 +159,27 @@ def test_failing_a_job_twice_finishes_it_once(fake_buildkite: FakeBuildkite) -> 
     async def twice(clients: Clients) -> list[FailOutcome]:
         return [await clients.agent.fail_job(job, "first"), await clients.agent.fail_job(job, "second")]
 
-    assert run(fake_buildkite, twice) == [FailOutcome.FAILED, FailOutcome.NOT_ACQUIRABLE]
+    assert run(fake_buildkite, twice) == [FailOutcome.FAILED, FailOutcome.ENDED]
     assert fake_buildkite.finish_calls(job) == 1
     assert b"second" not in fake_buildkite.log(job)
+
+
+def test_a_report_whose_finish_failed_is_finished_by_the_same_agent(fake_buildkite: FakeBuildkite) -> None:
+    # The fake lets only the agent that acquired a job finish it, as Buildkite does.
+    job = fake_buildkite.add_job()
+    fake_buildkite.inject("agent", status=503, path="/finish", count=POLICY.attempts)
+
+    async def retried(clients: Clients) -> FailOutcome:
+        with pytest.raises(BuildkiteError, match="503"):
+            await clients.agent.fail_job(job, "first")
+        assert fake_buildkite.job(job).state == "running"
+        return await clients.agent.fail_job(job, "second")
+
+    assert run(fake_buildkite, retried) is FailOutcome.FAILED
+    finished = fake_buildkite.job(job)
+    assert (finished.state, finished.exit_status) == ("finished", "-1")
+    assert len(fake_buildkite.calls_to("/v3/register", method="POST")) == 1
+    assert b"first" in fake_buildkite.log(job)
 
 
 def test_a_job_waiting_on_dependencies_is_retried_then_reported(fake_buildkite: FakeBuildkite) -> None:
