@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from app.buildkite.queries import JobRecord as BuildkiteJob
@@ -64,6 +64,7 @@ class Intake:
         batch_size: int,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._book = book
         self._confirmer = confirmer
@@ -72,6 +73,7 @@ class Intake:
         self._batch_size = batch_size
         self._metrics = metrics
         self._clock = clock
+        self._sleep = sleep  # only a retry's back-off waits: the idle path has no timer
         self._pending: dict[str, None] = {}  # insertion-ordered set of UUIDs for the next batch
         self._not_before = 0.0  # after a failed batch: no new batch before this (monotonic)
         self._failures = 0
@@ -129,7 +131,7 @@ class Intake:
             await self._wakeup.wait()
             delay = self._not_before - self._clock()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
             batch = self._take_batch()
             if not batch:
                 continue

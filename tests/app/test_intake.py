@@ -1,7 +1,9 @@
-"""``Intake``: de-duplication, micro-batching (≤ batch size, within a window), cancel, requeue, TTLs.
+"""``Intake``: each job once, natural batching (no waiting window), leader → confirm, follower → relay,
+retries after a back-off that lose nothing, and cancelled or refused UUIDs never handed on.
 
-The batching loop runs for real; ``confirm`` and ``accept`` are recorders, ``has_pod`` is a set, and the
-clock that ages bookkeeping is injected (the batch window itself is a real, short asyncio sleep).
+The batching loop runs for real on the event loop. The next stages are recorders that note the
+injected clock at each call and can hold a batch "out" until the test releases it; the back-off
+sleep is injected too, so a retry's wait is a number the test reads, not time it spends.
 """
 
 from __future__ import annotations
@@ -11,373 +13,371 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+import app.intake
 from app.buildkite.queries import JobRecord
-from app.intake import CANCELLED_TTL_SECONDS, DROPPED_TTL_SECONDS, MAX_CONFIRMS_IN_FLIGHT, Intake
+from app.intake import MAX_RETRY_SECONDS, RETRY_SECONDS, Intake, Retry
+from app.jobs import JobBook, Stage
 from app.metrics import Metrics
+from tests.support import Clock, eventually, settle
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
+def uuid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
+A, B, C, D = (uuid(n) for n in range(1, 5))
+
+Answer = Callable[[list[str]], Retry | None]
+
+
+class Next:
+    """A confirm stage and a relay in one recorder: every call with the clock's time and the stage
+    each job was in at that moment; ``hold`` keeps the next batch out until ``release``."""
+
+    def __init__(self, book: JobBook, clock: Clock) -> None:
+        self.book = book
+        self.clock = clock
+        self.confirmed: list[tuple[float, list[str]]] = []
+        self.relayed: list[tuple[float, list[str]]] = []
         self.accepted: list[list[str]] = []
-        self.pods: set[str] = set()
-        self.metrics = Metrics()
+        self.stages: list[list[Stage | None]] = []
+        self.answers: list[Answer | Exception] = []  # one per call, then "all done"
+        self.gate: asyncio.Event | None = None
 
-    async def confirm(self, batch: list[str]) -> None:
-        self.batches.append(list(batch))
+    def hold(self) -> None:
+        self.gate = asyncio.Event()
+
+    def release(self) -> None:
+        assert self.gate is not None
+        gate, self.gate = self.gate, None
+        gate.set()
+
+    async def confirm(self, uuids: list[str]) -> Retry | None:
+        self.confirmed.append((self.clock(), list(uuids)))
+        return await self._answer(uuids)
+
+    async def forward(self, uuids: list[str]) -> Retry | None:
+        self.relayed.append((self.clock(), list(uuids)))
+        return await self._answer(uuids)
 
     async def accept(self, records: list[JobRecord]) -> None:
         self.accepted.append([r.uuid for r in records])
 
+    async def _answer(self, uuids: list[str]) -> Retry | None:
+        self.stages.append([self._stage(u) for u in uuids])
+        if self.gate is not None:
+            await self.gate.wait()
+        answer = self.answers.pop(0) if self.answers else None
+        if isinstance(answer, Exception):
+            raise answer
+        return None if answer is None else answer(uuids)
 
-def make(
-    recorder: Recorder, *, batch_size: int = 100, window: float = 0.0, clock: Clock | None = None
-) -> Intake:
-    return Intake(
-        batch_size=batch_size,
-        window_seconds=window,
-        confirm=recorder.confirm,
-        accept=recorder.accept,
-        has_pod=recorder.pods.__contains__,
-        metrics=recorder.metrics,
-        clock=clock or Clock(),
-    )
+    def _stage(self, key: str) -> Stage | None:
+        record = self.book.get(key)
+        return None if record is None else record.stage
 
-
-def record(uuid: str) -> JobRecord:
-    return JobRecord(uuid, "scheduled", ("queue=kubernetes",), {}, "true", 0)
+    def batches(self) -> list[list[str]]:
+        return [batch for _, batch in self.confirmed]
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+class Sleeps:
+    """The injected back-off sleep: records each wait and moves the clock by it; after ``hold`` the
+    next wait lasts until ``release``."""
 
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.delays: list[float] = []
+        self.gate: asyncio.Event | None = None
 
-async def settle() -> None:
-    for _ in range(10):
+    def hold(self) -> None:
+        self.gate = asyncio.Event()
+
+    def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        if self.gate is not None:
+            await self.gate.wait()
+            self.gate = None
+        self.clock.advance(seconds)
         await asyncio.sleep(0)
 
 
-async def eventually(predicate: Callable[[], object], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
-
-
-async def with_loop(intake: Intake, body: Callable[[], Awaitable[None]]) -> None:
-    task = asyncio.create_task(intake.run())
-    try:
-        await body()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-def duplicates(recorder: Recorder) -> float:
-    value = recorder.metrics.registry.get_sample_value(
-        "buildkite_controller_duplicates_avoided_total", {"stage": "intake"}
-    )
-    return value or 0.0
-
-
-# --- de-duplication -------------------------------------------------------------------------------------
-
-
-def test_a_duplicate_webhook_is_refused_and_counted() -> None:
-    recorder = Recorder()
-    intake = make(recorder)
-    assert intake.submit("a") is True
-    assert intake.submit("a") is False
-    assert intake.submit("A") is False  # UUIDs are compared lower-case
-    assert duplicates(recorder) == 2
-    assert list(intake.entries) == ["a"]
-
-
-def test_a_job_whose_pod_exists_is_a_duplicate() -> None:
-    recorder = Recorder()
-    recorder.pods.add("has-pod")
-    intake = make(recorder)
-    assert intake.submit("has-pod") is False
-    assert "has-pod" not in intake.entries
-
-
-@pytest.mark.parametrize("stage", ["pending", "confirming", "queued", "waiting", "creating"])
-def test_a_job_in_any_live_stage_is_a_duplicate(stage: str) -> None:
-    intake = make(Recorder())
-    intake.mark("a", stage)
-    assert intake.submit("a") is False
-
-
-@pytest.mark.parametrize("stage", ["done", "dropped"])
-def test_a_finished_job_is_remembered_for_the_ttl_then_accepted_again(stage: str) -> None:
-    clock = Clock()
-    intake = make(Recorder(), clock=clock)
-    intake.mark("a", stage)
-    clock.now += DROPPED_TTL_SECONDS
-    assert intake.submit("a") is False
-    clock.now += 1
-    assert intake.submit("a") is True
-
-
-def test_forget_finished_trims_old_bookkeeping_only() -> None:
-    clock = Clock()
-    intake = make(Recorder(), clock=clock)
-    intake.mark("old", "done")
-    intake.cancel("cancelled")
-    clock.now += DROPPED_TTL_SECONDS + 1
-    intake.mark("recent", "dropped")
-    intake.submit("pending")
-    intake.forget_finished()
-    assert set(intake.entries) == {"recent", "pending"}
-    assert intake.is_cancelled("cancelled")
-    clock.now += CANCELLED_TTL_SECONDS
-    intake.forget_finished()
-    assert not intake.is_cancelled("cancelled")
-    assert intake.submit("cancelled") is True  # a cancel is forgotten after an hour
-
-
-def test_sweep_records_new_to_us_are_accepted_and_known_ones_counted() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        recorder.pods.add("has-pod")
-        intake = make(recorder)
-        intake.submit("from-webhook")
-        fresh, known = await intake.submit_confirmed(
-            [record("from-webhook"), record("has-pod"), record("new-1"), record("new-2")]
-        )
-        assert [r.uuid for r in fresh] == ["new-1", "new-2"] and known == 2
-        assert recorder.accepted == [["new-1", "new-2"]]
-        assert intake.entries["new-1"].stage == "confirming" and not intake.announced("new-1")
-        assert intake.announced("from-webhook")
-        _, known_again = await intake.submit_confirmed([record("new-1")])
-        assert known_again == 1 and len(recorder.accepted) == 1
-
-    run(scenario)
-
-
-def test_a_sweep_with_nothing_new_calls_nothing() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        intake = make(recorder)
-        assert await intake.submit_confirmed([]) == ([], 0)
-        assert recorder.accepted == []
-
-    run(scenario)
-
-
-# --- batching -------------------------------------------------------------------------------------------
-
-
-def test_a_burst_is_cut_into_batches_of_at_most_100() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        intake = make(recorder, window=0.01)
-        uuids = [f"job-{i:03d}" for i in range(250)]
-        for uuid in uuids:
-            intake.submit(uuid)
-
-        async def body() -> None:
-            await eventually(lambda: sum(map(len, recorder.batches)) == 250, "every UUID confirmed")
-
-        await with_loop(intake, body)
-        assert [len(b) for b in recorder.batches] == [100, 100, 50]
-        assert [u for b in recorder.batches for u in b] == uuids
-        assert all(intake.entries[u].stage == "confirming" for u in uuids)
-
-    run(scenario)
-
-
-def test_a_smaller_batch_size_is_honoured() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        intake = make(recorder, batch_size=3)
-        for i in range(7):
-            intake.submit(f"j{i}")
-
-        async def body() -> None:
-            await eventually(lambda: sum(map(len, recorder.batches)) == 7, "every UUID confirmed")
-
-        await with_loop(intake, body)
-        assert [len(b) for b in recorder.batches] == [3, 3, 1]
-
-    run(scenario)
-
-
-def test_uuids_arriving_within_the_window_share_one_batch() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        intake = make(recorder, window=0.2)
-
-        async def body() -> None:
-            intake.submit("first")
-            await settle()  # the loop woke and now waits out the window
-            assert recorder.batches == []
-            intake.submit("second")
-            await eventually(lambda: recorder.batches, "the batch")
-            await settle()
-            assert recorder.batches == [["first", "second"]]
-            intake.submit("third")  # after the window closed: a batch of its own
-            await eventually(lambda: len(recorder.batches) == 2, "the second batch")
-            assert recorder.batches[1] == ["third"]
-
-        await with_loop(intake, body)
-
-    run(scenario)
-
-
-def test_without_a_window_a_single_uuid_is_sent_at_once() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        intake = make(recorder, window=0)
-
-        async def body() -> None:
-            intake.submit("a")
-            await settle()
-            assert recorder.batches == [["a"]]
-
-        await with_loop(intake, body)
-
-    run(scenario)
-
-
-def test_while_confirms_are_busy_new_uuids_pile_up_into_one_batch() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        release = asyncio.Event()
-
-        async def slow_confirm(batch: list[str]) -> None:
-            recorder.batches.append(list(batch))
-            await release.wait()  # a GraphQL round trip that has not come back yet
-
-        intake = Intake(
-            batch_size=100,
-            window_seconds=0,
-            confirm=slow_confirm,
-            accept=recorder.accept,
-            has_pod=recorder.pods.__contains__,
-            metrics=recorder.metrics,
+class World:
+    def __init__(self, *, batch_size: int = 100, leader: bool = True) -> None:
+        self.clock = Clock()
+        self.book = JobBook(replica="r1", clock=self.clock)
+        self.next = Next(self.book, self.clock)
+        self.sleeps = Sleeps(self.clock)
+        self.metrics = Metrics()
+        self.leader = leader
+        self.intake = Intake(
+            book=self.book,
+            confirmer=self.next,
+            relay=self.next,
+            is_leader=lambda: self.leader,
+            batch_size=batch_size,
+            metrics=self.metrics,
+            clock=self.clock,
+            sleep=self.sleeps,
         )
 
-        async def body() -> None:
-            for uuid in ("a", "b"):  # each goes out alone: nothing else is in flight
-                intake.submit(uuid)
-                await settle()
-            for index in range(30):  # a burst while MAX_CONFIRMS_IN_FLIGHT confirms are out
-                intake.submit(f"burst-{index}")
-                await settle()
-            assert MAX_CONFIRMS_IN_FLIGHT == 2 and recorder.batches == [["a"], ["b"]]
-            release.set()
-            await eventually(lambda: len(recorder.batches) == 3, "the piled-up batch")
-            assert recorder.batches[2] == [f"burst-{index}" for index in range(30)]
+    def stage(self, key: str) -> Stage | None:
+        record = self.book.get(key)
+        return None if record is None else record.stage
 
-        await with_loop(intake, body)
-
-    run(scenario)
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.metrics.registry.get_sample_value(f"buildkite_controller_{name}", labels or {})
+        return value or 0.0
 
 
-# --- cancel and requeue ---------------------------------------------------------------------------------
+def scenario(**world_args: object) -> Callable[[Callable[[World], Awaitable[None]]], Callable[[], None]]:
+    """Run an async test body against a fresh world whose intake loop is running."""
+
+    def wrap(body: Callable[[World], Awaitable[None]]) -> Callable[[], None]:
+        def test() -> None:
+            async def main() -> None:
+                world = World(**world_args)  # type: ignore[arg-type]
+                loop = asyncio.create_task(world.intake.run())
+                try:
+                    await body(world)
+                finally:
+                    loop.cancel()
+                    await asyncio.gather(loop, return_exceptions=True)
+
+            asyncio.run(asyncio.wait_for(main(), timeout=20))
+
+        test.__name__, test.__qualname__, test.__doc__ = body.__name__, body.__qualname__, body.__doc__
+        return test
+
+    return wrap
 
 
-def test_a_job_cancelled_before_confirm_is_never_confirmed() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        intake = make(recorder, window=0.05)
-
-        async def body() -> None:
-            intake.submit("keep")
-            intake.submit("cancelled")
-            intake.cancel("CANCELLED")
-            await eventually(lambda: recorder.batches, "the batch")
-            await settle()
-            assert recorder.batches == [["keep"]]
-            assert intake.entries["cancelled"].stage == "dropped"
-            assert intake.submit("cancelled") is False  # a late duplicate webhook
-
-        await with_loop(intake, body)
-
-    run(scenario)
+def retry(after: float, reason: str = "busy") -> Answer:
+    return lambda uuids: Retry(list(uuids), after=after, reason=reason)
 
 
-def test_cancel_does_not_rewrite_a_job_already_creating() -> None:
-    intake = make(Recorder())
-    intake.mark("a", "creating")
-    intake.cancel("a")
-    assert intake.entries["a"].stage == "creating"  # create checks is_cancelled itself
-    assert intake.is_cancelled("a")
+# --- natural batching -----------------------------------------------------------------------------------
 
 
-def test_requeue_sends_the_uuids_again_except_cancelled_ones() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        intake = make(recorder, window=0)
-
-        async def body() -> None:
-            intake.submit("a")
-            intake.submit("b")
-            await eventually(lambda: recorder.batches, "the first batch")
-            intake.cancel("b")
-            intake.requeue(["a", "b"])
-            await eventually(lambda: len(recorder.batches) == 2, "the retry")
-            assert recorder.batches == [["a", "b"], ["a"]]
-
-        await with_loop(intake, body)
-
-    run(scenario)
+@scenario()
+async def test_a_lone_uuid_is_handed_on_at_once_with_no_waiting_window(w: World) -> None:
+    assert w.intake.submit(A)
+    await settle(3)  # three loop turns, no time: a window of any length would not have passed
+    assert w.next.confirmed == [(1000.0, [A])]
+    assert w.sleeps.delays == []
+    assert w.next.stages == [[Stage.CONFIRMING]]
+    assert w.intake.pending() == 0
 
 
-# --- outcome --------------------------------------------------------------------------------------------
+@scenario()
+async def test_uuids_that_arrive_while_a_batch_is_out_leave_together_as_the_next_batch(w: World) -> None:
+    w.next.hold()
+    w.intake.submit(A)
+    await eventually(lambda: w.next.confirmed, "the first batch")
+    for key in (B, C, D):
+        w.intake.submit(key)
+    await settle()
+    assert w.next.batches() == [[A]]  # one batch out at a time
+    assert w.intake.pending() == 3
+    w.next.release()
+    await eventually(lambda: len(w.next.confirmed) == 2, "the second batch")
+    await settle()
+    assert w.next.batches() == [[A], [B, C, D]]
+    assert w.sleeps.delays == []
 
 
-def test_outcome_resolves_when_the_job_settles() -> None:
-    async def scenario() -> None:
-        intake = make(Recorder())
-        intake.submit("a")
-        intake.mark("b", "done")
-        future = intake.outcome("a")
-        assert not future.done()
-        intake.mark("a", "creating")
-        assert not future.done()
-        intake.mark("a", "waiting")
-        assert await future == "waiting"
-        assert await intake.outcome("b") == "done"
-
-    run(scenario)
+@scenario(batch_size=3)
+async def test_a_batch_holds_at_most_batch_size_uuids(w: World) -> None:
+    w.next.hold()
+    w.intake.submit(uuid(100))
+    await eventually(lambda: w.next.confirmed, "the first batch")
+    keys = [uuid(n) for n in range(8)]
+    for key in keys:
+        w.intake.submit(key)
+    w.next.release()
+    await eventually(lambda: len(w.next.confirmed) == 4, "every batch")
+    assert w.next.batches()[1:] == [keys[0:3], keys[3:6], keys[6:8]]
 
 
-def test_a_crashing_confirm_drops_its_batch_so_the_sweep_can_pick_it_up_later() -> None:
-    async def scenario() -> None:
-        recorder = Recorder()
-        clock = Clock()
+@scenario(leader=False)
+async def test_a_follower_relays_to_the_leader_and_never_confirms(w: World) -> None:
+    w.intake.submit(A)
+    await eventually(lambda: w.next.relayed, "the relay")
+    assert w.next.relayed == [(1000.0, [A])] and w.next.confirmed == []
+    assert w.next.stages == [[Stage.SEEN]]  # a follower does not confirm: no CONFIRMING
+    w.leader = True
+    w.intake.submit(B)
+    await eventually(lambda: w.next.confirmed, "the confirm")
+    assert w.next.batches() == [[B]] and len(w.next.relayed) == 1
 
-        async def crash(batch: list[str]) -> None:
-            raise RuntimeError("bug")
 
-        intake = Intake(
-            batch_size=100,
-            window_seconds=0,
-            confirm=crash,
-            accept=recorder.accept,
-            has_pod=recorder.pods.__contains__,
-            metrics=recorder.metrics,
-            clock=clock,
-        )
+# --- retries --------------------------------------------------------------------------------------------
 
-        async def body() -> None:
-            intake.submit("job-1")
-            await eventually(lambda: intake.entries["job-1"].stage == "dropped", "the batch dropped")
 
-        await with_loop(intake, body)
-        clock.now += 61
-        _, known = await intake.submit_confirmed([record("job-1")])
-        assert known == 0 and recorder.accepted == [["job-1"]]
+@scenario()
+async def test_a_retry_brings_the_same_uuids_back_after_the_back_off_and_loses_nothing(w: World) -> None:
+    def part(uuids: list[str]) -> Retry:
+        # C was confirmed and queued; A and B could not be: only they come back.
+        w.book.move(C, Stage.QUEUED, "confirmed")
+        return Retry([A, B], after=2.0, reason="budget spent")
 
-    run(scenario)
+    w.next.answers.append(part)
+    w.next.hold()
+    for key in (A, B, C):
+        w.intake.submit(key)
+    await eventually(lambda: w.next.confirmed, "the first batch")
+    w.intake.submit(D)  # arrives while the batch is out
+    w.sleeps.hold()
+    w.next.release()
+    await eventually(lambda: w.sleeps.delays, "the back-off")
+    await settle()
+    assert len(w.next.confirmed) == 1  # nothing leaves during the back-off, not even D
+    assert (w.stage(A), w.stage(B), w.stage(D)) == (Stage.SEEN, Stage.SEEN, Stage.SEEN)
+    w.sleeps.release()
+    await eventually(lambda: len(w.next.confirmed) == 2, "the retry")
+    (first, _), (second, batch) = w.next.confirmed
+    assert w.sleeps.delays == [2.0] and second - first == 2.0
+    assert sorted(batch) == sorted([A, B, D])
+    assert w.next.stages[1] == [Stage.CONFIRMING] * 3  # moved back to seen, then confirmed again
+    assert w.stage(C) is Stage.QUEUED and w.intake.pending() == 0
+
+
+@scenario()
+async def test_retries_back_off_doubling_to_the_maximum_and_a_success_resets_it(w: World) -> None:
+    w.next.answers.extend([retry(0.0)] * 7)
+    w.intake.submit(A)
+    await eventually(lambda: len(w.next.confirmed) == 8, "eight tries")
+    expected = [min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2**n) for n in range(7)]
+    assert w.sleeps.delays == expected and expected[-1] == MAX_RETRY_SECONDS
+    w.next.answers.append(retry(0.0))
+    w.intake.submit(B)
+    await eventually(lambda: len(w.next.confirmed) == 10, "B and its retry")
+    assert w.sleeps.delays[-1] == RETRY_SECONDS  # counted from the start again
+    assert all(batch == [A] for batch in w.next.batches()[:8])
+
+
+@scenario()
+async def test_a_longer_retry_after_than_the_back_off_is_honoured(w: World) -> None:
+    w.next.answers.append(retry(7.5, "rate limited"))
+    w.intake.submit(A)
+    await eventually(lambda: len(w.next.confirmed) == 2, "the retry")
+    assert w.sleeps.delays == [7.5]
+
+
+@scenario()
+async def test_a_crashing_confirm_keeps_the_batch_for_a_retry(w: World) -> None:
+    w.next.answers.append(RuntimeError("a bug"))
+    w.intake.submit(A)
+    w.intake.submit(B)
+    await eventually(lambda: len(w.next.confirmed) == 2, "the retry")
+    assert w.next.batches() == [[A, B], [A, B]]
+    assert w.sleeps.delays == [RETRY_SECONDS]
+    assert w.next.stages == [[Stage.CONFIRMING] * 2] * 2
+
+
+@scenario(leader=False)
+async def test_an_undelivered_relay_is_retried(w: World) -> None:
+    w.next.answers.append(retry(1.0, "no leader known yet"))
+    w.intake.submit(A)
+    await eventually(lambda: len(w.next.relayed) == 2, "the retry")
+    assert [batch for _, batch in w.next.relayed] == [[A], [A]] and w.sleeps.delays == [1.0]
+
+
+@scenario()
+async def test_a_job_cancelled_during_the_back_off_is_not_sent_again(w: World) -> None:
+    w.next.answers.append(retry(3.0))
+    w.sleeps.hold()
+    w.intake.submit(A)
+    w.intake.submit(B)
+    await eventually(lambda: w.sleeps.delays, "the back-off")
+    assert w.stage(A) is Stage.SEEN and w.intake.pending() == 2
+    w.book.cancel(A)
+    w.sleeps.release()
+    await eventually(lambda: len(w.next.confirmed) == 2, "the retry")
+    assert w.next.batches() == [[A, B], [B]]
+    assert w.stage(A) is Stage.CANCELLED
+
+
+# --- what is never handed on ----------------------------------------------------------------------------
+
+
+@scenario()
+async def test_uuids_cancelled_while_waiting_are_not_sent(w: World) -> None:
+    w.next.hold()
+    w.intake.submit(A)
+    await eventually(lambda: w.next.confirmed, "the first batch")
+    w.intake.submit(B)
+    w.intake.submit(C)
+    w.book.cancel(B)  # the job.finished webhook
+    w.next.release()
+    await eventually(lambda: len(w.next.confirmed) == 2, "the second batch")
+    assert w.next.batches() == [[A], [C]]
+    assert w.stage(B) is Stage.CANCELLED and w.book.sizes()["active"] == 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "not-a-uuid",
+        "0199a1b2-c3d4-7e5f-8a9b",
+        "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5bff",
+        "' OR 1=1 --",
+        "\x00",
+    ],
+)
+def test_a_non_uuid_is_refused_and_leaves_no_record(value: str) -> None:
+    world = World()
+    assert world.intake.submit(value) is False
+    assert world.intake.pending() == 0 and world.book.sizes() == {"active": 0, "ended": 0, "tombstones": 0}
+
+
+@scenario()
+async def test_a_uuid_is_taken_once_in_any_spelling(w: World) -> None:
+    assert w.intake.submit(A.upper())
+    assert not w.intake.submit(A)
+    assert not w.intake.submit(f" {A} ", source="relay")
+    await eventually(lambda: w.next.confirmed, "the batch")
+    await settle()
+    assert w.next.batches() == [[A]]
+    assert w.metric("duplicates_avoided_total", {"stage": "intake"}) == 2
+
+
+def test_a_full_intake_leaves_its_oldest_uuids_to_the_leaders_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.intake, "MAX_PENDING", 3)
+    world = World(leader=False)
+    for n in range(5):
+        assert world.intake.submit(uuid(n))
+    assert world.intake.pending() == 3
+    assert [world.stage(uuid(n)) for n in range(5)] == [Stage.DROPPED] * 2 + [Stage.SEEN] * 3
+    dropped = world.book.get(uuid(0))
+    assert dropped is not None and dropped.reason is not None and "sweep" in dropped.reason
+    assert world.metric("intake_pending") == 3
+
+
+# --- the sweep's records ----------------------------------------------------------------------------------
+
+
+def record(key: str) -> JobRecord:
+    return JobRecord(key, "scheduled", ("queue=kubernetes",), {}, "true", 0)
+
+
+@scenario()
+async def test_the_leader_accepts_the_sweeps_new_records_directly(w: World) -> None:
+    w.intake.submit(A)
+    fresh, known = await w.intake.submit_confirmed([record(A), record(B), record(C)])
+    assert [r.uuid for r in fresh] == [B, C] and known == 1
+    assert w.next.accepted == [[B, C]]
+    await settle()
+    assert w.next.batches() == [[A]]  # nothing confirmed twice
+
+
+@scenario(leader=False)
+async def test_a_followers_sweep_records_go_to_the_leader_by_relay(w: World) -> None:
+    fresh, known = await w.intake.submit_confirmed([record(A), record(B)])
+    assert len(fresh) == 2 and known == 0
+    await eventually(lambda: w.next.relayed, "the relay")
+    assert [batch for _, batch in w.next.relayed] == [[A, B]] and w.next.accepted == []
