@@ -52,7 +52,7 @@ def add_demo_command(commands: Any) -> None:
 
 def run(namespace: argparse.Namespace) -> int:
     # The fakes need the `simulate` extra, which the production image does not install.
-    from app.cli.demo_jobs import DemoAgents, demo_jobs, schedule
+    from app.cli.demo_jobs import DemoRun, demo_jobs
     from app.cli.demo_stack import QUEUE, DemoStack
 
     console = Console(highlight=False)
@@ -80,15 +80,10 @@ def run(namespace: argparse.Namespace) -> int:
         console.print(f"Started the fakes and the controller in {time.monotonic() - starting:.1f} s")
         console.print(f"Status page: [bold]{endpoints.controller}/[/bold]")
         console.print(f"Controller log: {stack.controller_log}")
-        agents = DemoAgents(stack.buildkite.agent_endpoint, stack.buildkite.agent_token, stack.http)
-        progress: list[JobProgress] = []
-        cancel_when_pod: set[str] = set()
-        slug = pipeline_slug(str(pipeline))
-        for job in jobs:
-            uuid = schedule(stack.buildkite, job, pipeline_slug=slug)
-            progress.append(JobProgress(job.label, uuid, job.expect, scheduled_at=time.monotonic()))
-            if job.cancel_when_pod_exists:
-                cancel_when_pod.add(uuid)
+        demo = DemoRun(stack, jobs, pipeline_slug=pipeline_slug(str(pipeline)))
+        progress = [
+            JobProgress(job.label, uuid, job.expect, scheduled_at=at) for job, uuid, at in demo.schedule()
+        ]
         started = time.monotonic()
         with Live(_table(progress), console=console, refresh_per_second=8) as live:
             while not stop.is_set() and not all(p.settled for p in progress):
@@ -97,7 +92,7 @@ def run(namespace: argparse.Namespace) -> int:
                 if stack.controller_exit_code() is not None:
                     console.print(f"[red]The controller exited; see {stack.controller_log}[/red]")
                     return 1
-                _observe(stack, agents, progress, cancel_when_pod)
+                _observe(stack, demo, progress)
                 live.update(_table(progress))
                 stop.wait(POLL_SECONDS)
         elapsed = time.monotonic() - started
@@ -115,16 +110,12 @@ def run(namespace: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def _observe(stack: Any, agents: Any, progress: list[JobProgress], cancel_when_pod: set[str]) -> None:
+def _observe(stack: Any, demo: Any, progress: list[JobProgress]) -> None:
     from app.simulate.webhook_payloads import rest_state
 
-    pods = stack.pods()
-    agents.step(pods)
+    pods = demo.step()
     now = time.monotonic()
     for job in progress:
-        if job.uuid in cancel_when_pod and job.uuid in pods:
-            cancel_when_pod.discard(job.uuid)
-            stack.buildkite.cancel(job.uuid)  # Buildkite then sends job.finished (canceled)
         bk = stack.buildkite.job(job.uuid)
         job.update(
             now=now,

@@ -13,6 +13,7 @@ with the pod's result when the pod ends, as ``--acquire-job`` agents do.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,42 @@ def schedule(buildkite: Any, job: DemoJob, *, pipeline_slug: str) -> str:
     if job.uuid is not None:
         fields["uuid"] = job.uuid
     return str(buildkite.add_job(**fields))
+
+
+class DemoRun:
+    """Buildkite's and the agents' side of a demo: ``schedule`` the jobs, then ``step`` often.
+
+    Each step reads the apiserver's pods once, lets ``DemoAgents`` run the jobs whose pods run, and
+    cancels in Buildkite the jobs meant to be cancelled once their pod exists (Buildkite then sends the
+    ``job.finished`` webhook). ``stack`` is a started ``DemoStack``.
+    """
+
+    def __init__(self, stack: Any, jobs: list[DemoJob], *, pipeline_slug: str) -> None:
+        self._stack = stack
+        self._jobs = jobs
+        self._slug = pipeline_slug
+        self._agents = DemoAgents(stack.buildkite.agent_endpoint, stack.buildkite.agent_token, stack.http)
+        self._cancel_when_pod: set[str] = set()
+
+    def schedule(self) -> list[tuple[DemoJob, str, float]]:
+        """Each job, its UUID, and when (``time.monotonic()``) its webhook was about to be sent."""
+        scheduled = []
+        for job in self._jobs:
+            at = time.monotonic()
+            uuid = schedule(self._stack.buildkite, job, pipeline_slug=self._slug)
+            if job.cancel_when_pod_exists:
+                self._cancel_when_pod.add(uuid)
+            scheduled.append((job, uuid, at))
+        return scheduled
+
+    def step(self) -> dict[str, dict[str, Any]]:
+        """One look at the pods, acted on; returns them by job UUID."""
+        pods = self._stack.pods()
+        self._agents.step(pods)
+        for uuid in sorted(self._cancel_when_pod & pods.keys()):
+            self._cancel_when_pod.discard(uuid)
+            self._stack.buildkite.cancel(uuid)
+        return pods
 
 
 class DemoAgents:

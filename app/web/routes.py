@@ -44,7 +44,7 @@ _STATIC = {
 }
 # No inline script or style may run, and nothing loads from elsewhere: escaping is the first defence
 # against a hostile job name, this is the second.
-_CSP = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'"
+_CSP = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:"
 
 
 def router(*, clock: Callable[[], float] = time.time) -> APIRouter:

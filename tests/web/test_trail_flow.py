@@ -58,7 +58,7 @@ def test_trail_of_a_job_whose_image_cannot_be_pulled(tmp_path: Path) -> None:
         [delivery] = stack.scheduled(uuid)
         assert delivery.status == 202
         job = wait_until(lambda: ended(stack, uuid), timeout=20, what="the job failed")
-        assert job["stage"] == "failed" and job["outcome"] == "failed: image_pull"
+        assert job["stage"] == "failed" and job["outcome"] == "failed: image_pull", steps(job)
         assert "ImagePull" in job["reason"] and "does-not-exist" in job["reason"]  # ErrImagePull or BackOff
         found = steps(job)
         assert in_order(
@@ -88,7 +88,7 @@ def test_trail_of_a_job_cancelled_while_its_pod_waits(tmp_path: Path) -> None:
         [delivery] = stack.sender.send_job_event("job.finished", stack.buildkite.job(uuid))
         assert delivery.status < 300
         job = wait_until(lambda: ended(stack, uuid), timeout=10, what="the job ended")
-        assert job["stage"] == "cancelled" and job["outcome"] == "cancelled"
+        assert job["stage"] == "cancelled" and job["outcome"] == "cancelled", steps(job)
         found = steps(job)
         assert in_order(
             found,
