@@ -461,6 +461,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: merged keys may be overridden here, as YAML intends
             key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
             try:
                 duplicate = key in seen

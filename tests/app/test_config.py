@@ -297,6 +297,18 @@ def test_hostile_config_file_is_refused_naming_the_key(tmp_path: Path, text: str
     assert caught.value.key == key
 
 
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    text = """
+resource-classes:
+  small: &small {nodeSelector: {size: small}}
+  large:
+    <<: *small
+    nodeSelector: {size: large}
+"""
+    pod = load(config_file=write(tmp_path, text), env={}).settings.pod
+    assert pod.resource_classes["large"].node_selector == {"size": "large"}
+
+
 def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigInvalid, match="did you mean 'cluster-uuid'"):
         load(config_file=write(tmp_path, "cluster-uiud: x\n"), env={})
