@@ -18,6 +18,7 @@ moves onto the pod, and our watcher replaces the Job's TTL.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,18 +153,19 @@ def _assembled(spec: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
 
 def _patched(spec: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
     """Steps 8-10: controller patch, the step's ``image:``, plugin patch."""
-    common = {
-        "step_command": inputs.job.command,
-        "interposer": inputs.interposer,
-        "allow_unsafe": inputs.config.allow_pod_spec_patch_unsafe_command_modification,
-    }
+    patch = functools.partial(
+        apply_patch,
+        step_command=inputs.job.command,
+        interposer=inputs.interposer,
+        allow_unsafe=inputs.config.allow_pod_spec_patch_unsafe_command_modification,
+    )
     if inputs.config.pod_spec_patch:
-        spec = apply_patch(spec, inputs.config.pod_spec_patch, field="pod-spec-patch", **common)
+        spec = patch(spec, inputs.config.pod_spec_patch, field="pod-spec-patch")
     image = inputs.job.env.get("BUILDKITE_IMAGE")
     if image:
         _set_step_image(spec, image)
     if inputs.plugin.pod_spec_patch:
-        spec = apply_patch(spec, inputs.plugin.pod_spec_patch, field="kubernetes.podSpecPatch", **common)
+        spec = patch(spec, inputs.plugin.pod_spec_patch, field="kubernetes.podSpecPatch")
     return spec
 
 

@@ -9,7 +9,7 @@ every error names the key path, e.g. ``default-checkout-params.gitMirrors.volume
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,7 +23,8 @@ from podspec.params import (
     Metadata,
     ParamsModel,
     SidecarParams,
-    k8s_field,
+    Volume,
+    k8s_checked,
 )
 from podspec.patching import check_controller_patch, decode_patch
 
@@ -31,12 +32,12 @@ DEFAULT_AGENT_IMAGE = "ghcr.io/buildkite/agent:3.136.2"
 PullPolicy = Literal["", "Always", "IfNotPresent", "Never"]
 # Go's time.ParseDuration grammar, which the agent applies to BUILDKITE_KUBERNETES_CONTAINER_START_TIMEOUT.
 _GO_DURATION = re.compile(r"0|([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+")
-Volume = k8s_field("Volume")
+ResourceRequirements = Annotated[dict[str, Any], k8s_checked("ResourceRequirements")]
 
 
 class AdditionalHook(ParamsModel):
     path: str = Field(min_length=1)
-    volume: Volume  # type: ignore[valid-type]
+    volume: Volume
 
 
 class AgentConfig(ParamsModel):
@@ -63,16 +64,16 @@ class AgentConfig(ParamsModel):
     no_plugins: bool | None = Field(None, alias="no-plugins")
     plugin_validation: bool | None = Field(None, alias="plugin-validation")
     hooks_path: str | None = Field(None, alias="hooks-path")
-    hooks_volume: Volume | None = Field(None, alias="hooksVolume")  # type: ignore[valid-type]
+    hooks_volume: Volume | None = Field(None, alias="hooksVolume")
     additional_hooks_paths: list[str] = Field(default_factory=list, alias="additional-hooks-paths")
     additional_hooks: list[AdditionalHook] = Field(default_factory=list, alias="additional-hooks")
     plugins_path: str | None = Field(None, alias="plugins-path")
-    plugins_volume: Volume | None = Field(None, alias="pluginsVolume")  # type: ignore[valid-type]
+    plugins_volume: Volume | None = Field(None, alias="pluginsVolume")
     signing_jwks_file: str | None = Field(None, alias="signing-jwks-file")
     signing_jwks_key_id: str | None = Field(None, alias="signing-jwks-key-id")
-    signing_jwks_volume: Volume | None = Field(None, alias="signingJWKSVolume")  # type: ignore[valid-type]
+    signing_jwks_volume: Volume | None = Field(None, alias="signingJWKSVolume")
     verification_jwks_file: str | None = Field(None, alias="verification-jwks-file")
-    verification_jwks_volume: Volume | None = Field(None, alias="verificationJWKSVolume")  # type: ignore[valid-type]
+    verification_jwks_volume: Volume | None = Field(None, alias="verificationJWKSVolume")
     verification_failure_behavior: Literal["block", "warn"] | None = Field(
         None, alias="verification-failure-behavior"
     )
@@ -107,8 +108,8 @@ class AgentConfig(ParamsModel):
 class ResourceClass(ParamsModel):
     """One entry of ``resource-classes`` (reference §3.4), picked by the job tag ``resource_class``."""
 
-    resource: k8s_field("ResourceRequirements") | None = None  # type: ignore[valid-type]
-    pod_resource: k8s_field("ResourceRequirements") | None = Field(None, alias="podResource")  # type: ignore[valid-type]
+    resource: ResourceRequirements | None = None
+    pod_resource: ResourceRequirements | None = Field(None, alias="podResource")
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
 
 
@@ -137,7 +138,7 @@ class PodConfig(ParamsModel):
         False, alias="allow-pod-spec-patch-unsafe-command-modification"
     )
     pod_spec_patch: dict[str, Any] | None = Field(None, alias="pod-spec-patch")
-    workspace_volume: Volume | None = Field(None, alias="workspace-volume")  # type: ignore[valid-type]
+    workspace_volume: Volume | None = Field(None, alias="workspace-volume")
     workspace_mount_sub_path_expr: str = Field("", alias="workspace-mount-sub-path-expr")
     agent_config: AgentConfig | None = Field(None, alias="agent-config")
     default_checkout_params: CheckoutParams = Field(

@@ -162,7 +162,7 @@ def _checkout_volume_mounts(inputs: Inputs) -> list[dict[str, Any]]:
 
 
 def copy_agent_container(inputs: Inputs, *, pull_policy: str) -> dict[str, Any]:
-    container = {
+    container: dict[str, Any] = {
         "name": "copy-agent",
         "image": inputs.config.image,
         "imagePullPolicy": pull_policy,

@@ -71,7 +71,7 @@ def plan_image_checks(
         policy = container.get("imagePullPolicy") or config.default_image_check_pull_policy
         policy = policy or digest_default(container["image"], config)
         nominal[container["image"]] = _stronger(nominal.get(container["image"]), policy)
-    checks = []
+    checks: list[dict[str, Any]] = []
     if not config.skip_image_check_containers:
         for image, policy in nominal.items():
             covered = pulled.get(image)

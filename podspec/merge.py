@@ -34,6 +34,7 @@ theirs, and the two are interleaved by the original's order — so an item the o
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from podspec.errors import BuildError
@@ -52,9 +53,12 @@ _SCALARS = (str, int, float, bool)
 _NO_FIELDS: dict[str, tuple[str, str, str | None, str | None]] = {}
 
 Meta = tuple[str, str, str | None, str | None]
+JsonMap = dict[str, Any]
 
 
-def strategic_merge(original: dict, patch: dict, *, type_name: str = "PodSpec", path: str = "") -> dict:
+def strategic_merge(
+    original: JsonMap, patch: JsonMap, *, type_name: str = "PodSpec", path: str = ""
+) -> JsonMap:
     """Apply ``patch`` to ``original`` (both of Kubernetes type ``type_name``) and return a new dict.
 
     ``path`` prefixes the field path of a :class:`BuildError`: with ``path="podSpecPatch"`` a bad
@@ -76,7 +80,7 @@ def strategic_merge(original: dict, patch: dict, *, type_name: str = "PodSpec", 
 
 
 def _merge_map(
-    original: dict, patch: dict, type_name: str | None, path: str, depth: int, retain_ok: bool
+    original: JsonMap, patch: JsonMap, type_name: str | None, path: str, depth: int, retain_ok: bool
 ) -> Any:
     if depth > MAX_DEPTH:
         raise BuildError(path, f"is nested deeper than {MAX_DEPTH} levels")
@@ -92,7 +96,7 @@ def _merge_map(
     fields = PATCH_META.get(type_name, _NO_FIELDS) if type_name else _NO_FIELDS
     retain, ranks, doomed = _directives(patch, fields, path, retain_ok)
     source = original if retain is None else {k: v for k, v in original.items() if k in retain}
-    result: dict = {}
+    result: JsonMap = {}
     for key, value in source.items():
         if key in patch or key in ranks or key in doomed:
             edit = _Edit(ranks.get(key), doomed.get(key))
@@ -117,12 +121,12 @@ class _Edit(NamedTuple):
     """What the directives of the enclosing map say about one list field."""
 
     ranks: dict[Any, int] | None  # $setElementOrder: item key → wanted position
-    doomed: list | None  # $deleteFromPrimitiveList: values to remove
+    doomed: list[Any] | None  # $deleteFromPrimitiveList: values to remove
 
 
 def _directives(
-    patch: dict, fields: dict[str, Meta], path: str, retain_ok: bool
-) -> tuple[frozenset[str] | None, dict[str, dict[Any, int]], dict[str, list]]:
+    patch: JsonMap, fields: dict[str, Meta], path: str, retain_ok: bool
+) -> tuple[frozenset[str] | None, dict[str, dict[Any, int]], dict[str, list[Any]]]:
     """Validate the ``$`` keys of one patch map: (retained keys, element orders, deletions)."""
     retain, ranks, doomed = None, {}, {}
     for key, value in patch.items():
@@ -165,7 +169,7 @@ def _require_merge_list(meta: Meta | None, field: str, where: str, *, primitive_
     return meta
 
 
-def _ranks(order: list, merge_key: str | None, where: str) -> dict[Any, int]:
+def _ranks(order: list[Any], merge_key: str | None, where: str) -> dict[Any, int]:
     """``$setElementOrder`` entries (``{key: value}`` maps, or scalars) → wanted position by item key."""
     ranks: dict[Any, int] = {}
     for index, entry in enumerate(order):
@@ -179,15 +183,14 @@ def _merge_field(orig: Any, value: Any, meta: Meta | None, path: str, depth: int
     """Merge one field; ``orig`` may be _MISSING, and so may ``value`` for a list only directives touch."""
     if value is None:
         return _DELETED
-    kind = meta[0] if meta else None
-    if kind == "list":
-        return _merge_list_field(orig, value, meta, path, depth, edit)  # type: ignore[arg-type]
-    if kind is not None:  # "object" or "map"
+    if meta is not None and meta[0] == "list":
+        return _merge_list_field(orig, value, meta, path, depth, edit)
+    if meta is not None:  # "object" or "map"
         if not isinstance(value, dict):
             raise BuildError(path, f"must be a map (got {_describe(value)})")
-        strategy = meta[1]  # type: ignore[index]
+        kind, strategy, _, field_type = meta
         base = orig if isinstance(orig, dict) and not _has(strategy, "replace") else {}
-        item_type = meta[3] if kind == "object" else None  # type: ignore[index]
+        item_type = field_type if kind == "object" else None
         return _merge_map(base, value, item_type, path, depth + 1, _has(strategy, "retainKeys"))
     if isinstance(value, dict):  # a field the schema does not know: plain map merge
         return _merge_map(orig if isinstance(orig, dict) else {}, value, None, path, depth + 1, True)
@@ -196,7 +199,7 @@ def _merge_field(orig: Any, value: Any, meta: Meta | None, path: str, depth: int
     return value
 
 
-def _merge_list_field(orig: Any, value: Any, meta: Meta, path: str, depth: int, edit: _Edit) -> list:
+def _merge_list_field(orig: Any, value: Any, meta: Meta, path: str, depth: int, edit: _Edit) -> list[Any]:
     base = orig if isinstance(orig, list) else []
     if edit.doomed:
         gone = {_scalar_key(v) for v in edit.doomed}
@@ -214,7 +217,7 @@ def _merge_list_field(orig: Any, value: Any, meta: Meta, path: str, depth: int, 
     return merged
 
 
-def _merge_list(base: list, patch: list, meta: Meta, path: str, depth: int) -> list:
+def _merge_list(base: list[Any], patch: list[Any], meta: Meta, path: str, depth: int) -> list[Any]:
     """A list with patch strategy merge: by ``meta``'s merge key, or as a set of scalars."""
     items: list[tuple[int, Any]] = []
     merge_key = meta[2]
@@ -225,10 +228,10 @@ def _merge_list(base: list, patch: list, meta: Meta, path: str, depth: int) -> l
             items.append((index, item))
     if merge_key is None:
         return _merge_scalars(base, items, path)
-    return _merge_keyed(base, items, meta, path, depth)
+    return _merge_keyed(base, items, meta, merge_key, path, depth)
 
 
-def _list_marker(directive: Any, base: list, merge_key: str | None, where: str) -> list:
+def _list_marker(directive: Any, base: list[Any], merge_key: str | None, where: str) -> list[Any]:
     """A ``{$patch: ...}`` list item: ``replace`` drops the original list, ``merge`` is the default."""
     if directive == "replace":
         return []
@@ -240,11 +243,11 @@ def _list_marker(directive: Any, base: list, merge_key: str | None, where: str) 
     raise BuildError(_join(where, _PATCH), f"unknown directive {directive!r}: use replace, delete or merge")
 
 
-def _merge_scalars(base: list, items: list[tuple[int, Any]], path: str) -> list:
-    patch_values: dict[tuple, Any] = {}
+def _merge_scalars(base: list[Any], items: list[tuple[int, Any]], path: str) -> list[Any]:
+    patch_values: dict[tuple[type, Any], Any] = {}
     for index, value in items:
         patch_values.setdefault(_scalar_key(_require_scalar(value, f"{path}[{index}]")), value)
-    server: dict[tuple, int] = {}
+    server: dict[tuple[type, Any], int] = {}
     left = []
     for position, value in enumerate(base):
         if not isinstance(value, _SCALARS):  # a malformed original: keep it where it is
@@ -259,23 +262,25 @@ def _merge_scalars(base: list, items: list[tuple[int, Any]], path: str) -> list:
     return _interleave(left, right)
 
 
-def _merge_keyed(base: list, items: list[tuple[int, Any]], meta: Meta, path: str, depth: int) -> list:
-    _, strategy, merge_key, item_type = meta
+def _merge_keyed(
+    base: list[Any], items: list[tuple[int, Any]], meta: Meta, merge_key: str, path: str, depth: int
+) -> list[Any]:
+    _, strategy, _, item_type = meta
     retain_ok = _has(strategy, "retainKeys")
     keyed, doomed = [], set()
     for index, item in items:
         where = f"{path}[{index}]"
-        key = _item_key(item, merge_key, where)  # type: ignore[arg-type]
+        key = _item_key(item, merge_key, where)
         if item.get(_PATCH) == "delete":
             doomed.add(key)
         else:
             keyed.append((where, key, item))
     if doomed:
-        base = [b for b in base if _key_of(b, merge_key) not in doomed]  # type: ignore[arg-type]
+        base = [b for b in base if _key_of(b, merge_key) not in doomed]
     merged = list(base)
     position: dict[Any, int] = {}
     for index, item in enumerate(base):
-        position.setdefault(_key_of(item, merge_key), index)  # type: ignore[arg-type]
+        position.setdefault(_key_of(item, merge_key), index)
     server = dict(position)
     position.pop(None, None)
     patched: dict[Any, None] = {}
@@ -301,7 +306,9 @@ def _item_key(item: Any, merge_key: str, where: str) -> Any:
     return _require_scalar(key, _join(where, merge_key))
 
 
-def _apply_order(merged: list, ranks: dict[Any, int], base: list, merge_key: str | None) -> list:
+def _apply_order(
+    merged: list[Any], ranks: dict[Any, int], base: list[Any], merge_key: str | None
+) -> list[Any]:
     """``$setElementOrder``: listed items in the listed order, the others interleaved as usual."""
     keys = [_list_key(item, merge_key) for item in merged]
     server: dict[Any, int] = {}
@@ -313,7 +320,7 @@ def _apply_order(merged: list, ranks: dict[Any, int], base: list, merge_key: str
     return _interleave(left, right)
 
 
-def _interleave(left: list[tuple[int | None, Any]], right: list[tuple[int | None, Any]]) -> list:
+def _interleave(left: Sequence[tuple[int | None, Any]], right: Sequence[tuple[int | None, Any]]) -> list[Any]:
     """apimachinery's mergeSortedSlice: keep both orders; an original item goes first only when both
     items are in the original and it came earlier there."""
     out, i, j = [], 0, 0
@@ -330,7 +337,7 @@ def _interleave(left: list[tuple[int | None, Any]], right: list[tuple[int | None
     return out
 
 
-def _fresh_list(values: list, item_type: str | None, path: str, depth: int) -> list:
+def _fresh_list(values: list[Any], item_type: str | None, path: str, depth: int) -> list[Any]:
     """A list that replaces the original: maps inside it lose nulls and directives."""
     if depth > MAX_DEPTH:
         raise BuildError(path, f"is nested deeper than {MAX_DEPTH} levels")
@@ -346,10 +353,11 @@ def _fresh_list(values: list, item_type: str | None, path: str, depth: int) -> l
     return out
 
 
-def _copy(value: dict) -> dict:
+def _copy(value: JsonMap) -> JsonMap:
     """A private deep copy of JSON-like data. A pickle round trip of our own bytes is safe and about
     twice as fast as a recursive copy (and five times faster than copy.deepcopy)."""
-    return pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    copied: JsonMap = pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    return copied
 
 
 def _key_of(item: Any, merge_key: str) -> Any:
@@ -365,7 +373,7 @@ def _list_key(item: Any, merge_key: str | None) -> Any:
     return _scalar_key(item) if isinstance(item, _SCALARS) else None
 
 
-def _scalar_key(value: Any) -> tuple:
+def _scalar_key(value: Any) -> tuple[type, Any]:
     # Typed so that 1, 1.0 and True stay distinct, as they are in Go's patch code.
     return (type(value), value)
 
@@ -376,7 +384,7 @@ def _require_scalar(value: Any, where: str) -> Any:
     return value
 
 
-def _require_list(value: Any, where: str) -> list:
+def _require_list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise BuildError(where, f"must be a list (got {_describe(value)})")
     return value

@@ -4,7 +4,7 @@ agent-stack-k8s uses one schema for the plugin's ``checkout`` / ``commandParams`
 ``metadata`` and the controller's ``default-checkout-params`` / ``default-command-params`` /
 ``default-sidecar-params`` / ``default-metadata`` (reference §3.2-§3.3), so both sides use these
 models. Field aliases are the camelCase plugin keys. Kubernetes-typed values (``envFrom``, volume
-mounts, volumes, secret sources) stay plain dicts; ``k8s_field`` checks them against the Kubernetes
+mounts, volumes, secret sources) stay plain dicts; ``k8s_checked`` checks them against the Kubernetes
 field table, so a bad controller file is refused naming the key.
 
 ``PARAM_TYPES`` describes the same shapes for ``gojson.Decoder``, which decodes pipeline input with
@@ -34,17 +34,18 @@ def _check_k8s(spec: Spec, value: Any, info: ValidationInfo) -> Any:
     return Decoder(k8s_table(), strict=True).decode(value, spec, "")
 
 
-def k8s_field(type_name: str, *, many: bool = False) -> Any:
-    """An annotation for a dict (or list of dicts) that must be a valid Kubernetes ``type_name``."""
+def k8s_checked(type_name: str, *, many: bool = False) -> AfterValidator:
+    """The check for a dict (or, with ``many``, a list of dicts) that must be a valid Kubernetes
+    ``type_name``: ``Annotated[dict[str, Any], k8s_checked("Volume")]``, a type mypy can read."""
     spec: Spec = ["ref", type_name]
-    base: Any = dict[str, Any]
     if many:
-        spec, base = ["list", spec], list[dict[str, Any]]
-    return Annotated[base, AfterValidator(lambda v, info: _check_k8s(spec, v, info))]
+        spec = ["list", spec]
+    return AfterValidator(lambda v, info: _check_k8s(spec, v, info))
 
 
-EnvFromList = k8s_field("EnvFromSource", many=True)
-MountList = k8s_field("VolumeMount", many=True)
+EnvFromList = Annotated[list[dict[str, Any]], k8s_checked("EnvFromSource", many=True)]
+MountList = Annotated[list[dict[str, Any]], k8s_checked("VolumeMount", many=True)]
+Volume = Annotated[dict[str, Any], k8s_checked("Volume")]
 Interposer = Literal["buildkite", "vector", "legacy", ""]
 
 
@@ -54,7 +55,7 @@ class ParamsModel(BaseModel):
 
 class GitMirrors(ParamsModel):
     path: str | None = None
-    volume: k8s_field("Volume") | None = None  # type: ignore[valid-type]
+    volume: Volume | None = None
     clone_flags: str | None = Field(None, alias="cloneFlags")
     lock_timeout: int | None = Field(None, alias="lockTimeout")
     skip_update: bool | None = Field(None, alias="skipUpdate")
@@ -71,7 +72,7 @@ class CheckoutParams(ParamsModel):
     no_submodules: bool | None = Field(None, alias="noSubmodules")
     submodule_clone_config: list[str] | None = Field(None, alias="submoduleCloneConfig")
     git_mirrors: GitMirrors | None = Field(None, alias="gitMirrors")
-    git_credentials_secret: k8s_field("SecretVolumeSource") | None = Field(  # type: ignore[valid-type]
+    git_credentials_secret: Annotated[dict[str, Any], k8s_checked("SecretVolumeSource")] | None = Field(
         None, alias="gitCredentialsSecret"
     )
     env_from: EnvFromList = Field(default_factory=list, alias="envFrom")

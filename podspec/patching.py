@@ -39,7 +39,8 @@ def decode_patch(value: Any, *, path: str, strict: bool) -> dict[str, Any]:
     """Type-check a PodSpec patch, keeping strategic-merge directives (``$patch`` …)."""
     check_spec_metadata(value, field=path or "pod-spec-patch")
     decoder = Decoder(k8s_table(), strict=strict, allow_directives=True)
-    return decoder.decode(value, ["ref", "PodSpec"], path)
+    patch: dict[str, Any] = decoder.decode(value, ["ref", "PodSpec"], path)  # a PodSpec decodes to a map
+    return patch
 
 
 def check_controller_patch(patch: dict[str, Any], *, allow_commands: bool) -> None:

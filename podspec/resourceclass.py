@@ -41,7 +41,7 @@ def apply_resource_class(spec: dict[str, Any], resource_class: ResourceClass) ->
 
 
 def _merged(current: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    merged = clone(current)
+    merged: dict[str, Any] = clone(current)
     for kind in ("requests", "limits"):
         if overlay.get(kind):
             merged[kind] = {**merged.get(kind, {}), **overlay[kind]}
