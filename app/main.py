@@ -163,11 +163,8 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
     bk = settings.buildkite
     identity = settings.leader.identity or _default_identity()
     graphql = GraphQLClient(http, url=bk.graphql_endpoint, token=_secret(bk.token) or "")
-    agent_api = (
-        AgentAPI(http, endpoint=bk.agent_endpoint, agent_token=_secret(bk.agent_token) or "")
-        if bk.agent_token is not None
-        else None
-    )
+    # serve refuses to start without an agent token: without one no job that cannot run could be failed.
+    agent_api = AgentAPI(http, endpoint=bk.agent_endpoint, agent_token=_secret(bk.agent_token) or "")
     failer = JobFailer(agent_api, metrics=metrics)
     book = JobBook(replica=identity, timer=metrics)
     controller: Controller | None = None

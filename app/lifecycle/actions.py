@@ -28,9 +28,12 @@ from app.podview import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION
 
 log = logging.getLogger(__name__)
 
-# Outcomes of ``JobFailer.fail`` that settle the job: it is failed, someone else settled it (the
-# agent acquired it, or it ended), or failing is switched off. Only "error" is worth another try.
-SETTLED_OUTCOMES = frozenset({"failed", "not_acquirable", "disabled"})
+# How ``JobFailer.fail`` ended, by ``FailOutcome`` value (test fakes answer the same strings). Only when
+# we failed the job, or it had ended anyway, may its pod go: after HELD_BY_ANOTHER an agent — maybe
+# this pod's own — has the job. RETRY settles nothing.
+POD_MAY_GO = frozenset({"failed", "ended"})
+AGENT_HOLDS = frozenset({"held_by_another"})
+SETTLED_OUTCOMES = POD_MAY_GO | AGENT_HOLDS
 
 
 def _outcome_name(outcome: object) -> str:
@@ -85,11 +88,11 @@ class LifecycleActions:
             return None
         self._metrics.lifecycle_failures.labels(action.reason).inc()
         jlog.info("pod failure %s reported to Buildkite: job %s", action.reason, outcome)
-        if outcome != "failed" and not pod.deleted:
+        if outcome in AGENT_HOLDS and not pod.deleted:
             # Not ours to fail after all (an agent acquired it meanwhile): the pod must not look as if
             # we had failed its job, or it would be deleted under a running agent.
             await self._annotate(pod, FAILURE_REPORTED_ANNOTATION, None)
-        if outcome == "failed" and action.then_delete and not pod.deleted:
+        if outcome in POD_MAY_GO and action.then_delete and not pod.deleted:
             await self.delete(pod, Delete(action.reason, self._abort_grace))
         return outcome
 

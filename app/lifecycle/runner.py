@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from app.jobs import JobBook, Stage
 from app.kube import KubeGateway
-from app.lifecycle.actions import JobFailing, LifecycleActions
+from app.lifecycle.actions import AGENT_HOLDS, POD_MAY_GO, JobFailing, LifecycleActions
 from app.lifecycle.deadlines import Deadlines
 from app.lifecycle.decide import (
     CANCELLED_STATES,
@@ -63,6 +63,10 @@ RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_CONCURRENT_ACTIONS = 32
 GAUGE_INTERVAL_SECONDS = 1.0
 MAX_EARLY_CANCELS = 1024
+# An early cancel bridges a create already sent and its pod's first watch event (seconds). Past this no
+# pod is coming (and the Pending-pod state poll would still find the cancel): it is dropped, so a
+# replica that took cancels for jobs it never had a pod for returns to holding none.
+EARLY_CANCEL_SECONDS = 600.0
 
 
 @dataclass(slots=True)
@@ -182,9 +186,9 @@ class LifecycleRunner:
         now = self._clock()
         job = self._jobs.get(uuid.lower())
         if job is None or not job.names:
+            self._early_cancels.pop(uuid.lower(), None)  # re-added last: the dict stays oldest first
             self._early_cancels[uuid.lower()] = now
-            while len(self._early_cancels) > MAX_EARLY_CANCELS:
-                del self._early_cancels[next(iter(self._early_cancels))]
+            self._forget_early_cancels(now)
             return
         self.check.record(uuid, "canceled", now=now)
         if job.cancelled_at is None:
@@ -224,6 +228,7 @@ class LifecycleRunner:
     async def step(self) -> None:
         """One pass: decide changed and due pods, start their actions and, if due, the state check."""
         now = self._clock()
+        self._forget_early_cancels(now)  # on followers too: they take cancel webhooks as well
         if not self._is_leader():
             self._was_leader = False
             return
@@ -348,7 +353,7 @@ class LifecycleRunner:
         now = self._clock()
         record.attempts = 0
         uuid = view.job_uuid or ""
-        if isinstance(action, FailJob) and outcome not in ("failed", "disabled"):
+        if isinstance(action, FailJob) and outcome in AGENT_HOLDS:
             # Buildkite refused the acquire: an agent holds the job now (perhaps this pod's), so it is
             # the agent's to finish, not ours to fail or delete.
             if self._book is not None and uuid:
@@ -356,7 +361,9 @@ class LifecycleRunner:
             # The refused acquire is the evidence; the routine poll replaces it with the real state.
             self.check.record(uuid, "assigned", now=now)
         elif isinstance(action, FailJob):
-            if self._book is not None and uuid and outcome == "failed":
+            if self._book is not None and uuid and outcome != "failed":
+                self._book.note(uuid, "buildkite", f"not failed: {outcome}")
+            elif self._book is not None and uuid:
                 self._book.end(
                     uuid, Stage.FAILED, "buildkite", action.message, outcome=f"failed: {action.reason}"
                 )
@@ -364,7 +371,7 @@ class LifecycleRunner:
             detected_at = record.detected_at if record.detected_at is not None else now
             record.detected_at = None
             self._metrics.failure_report_seconds.observe(max(0.0, now - detected_at))
-            if action.then_delete and outcome == "failed":
+            if action.then_delete and outcome in POD_MAY_GO:
                 record.delete_sent = True
         elif isinstance(action, Notify):
             record.markers["notified"] = action.reason
@@ -407,6 +414,14 @@ class LifecycleRunner:
         self._wake.set()
 
     # --- housekeeping -------------------------------------------------------------------------------
+
+    def _forget_early_cancels(self, now: float) -> None:
+        cancels = self._early_cancels
+        while cancels:
+            uuid, at = next(iter(cancels.items()))
+            if len(cancels) <= MAX_EARLY_CANCELS and now - at <= EARLY_CANCEL_SECONDS:
+                break
+            del cancels[uuid]
 
     def _idle_seconds(self) -> float:
         if not self._is_leader():

@@ -550,7 +550,7 @@ async def test_buildkite_error_takes_the_marker_back_and_retries(h: Harness) -> 
 async def test_refused_acquire_leaves_the_pod_to_the_agent_that_holds_the_job(h: Harness) -> None:
     # The state said scheduled, but an agent (perhaps this pod's own) acquired the job meanwhile:
     # deleting the pod could kill the job's run, and the job is not ours to fail any more.
-    h.failer.outcome = "not_acquirable"
+    h.failer.outcome = "held_by_another"
     h.kube.put_pod(pending_with(Ctr("container-0", "x y", waiting("InvalidImageName", "bad"))))
     await h.at(3)
     assert len(h.failer.calls) == 1
