@@ -164,6 +164,33 @@ def test_agent_stack_k8s_keys_with_an_equivalent_are_honoured(
     assert loaded.warnings == ()
 
 
+def test_the_config_agent_stack_k8s_helm_chart_renders_loads_through_config(tmp_path: Path) -> None:
+    # The chart's ConfigMap: its default `config` values plus agent-token-secret, namespace and id
+    # (reference §2.3), found through the CONFIG variable the chart sets.
+    path = write(
+        tmp_path,
+        """
+prometheus-port: 9216
+reservation-expiry-seconds: 900
+enable-completion-watcher: true
+pod-pending-timeout: 15m
+image: ghcr.io/buildkite/agent:3.136.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+agent-token-secret: agent-stack-k8s-secrets
+namespace: buildkite
+id: agent-stack-k8s
+""",
+    )
+    loaded = load(env={"CONFIG": str(path), "BUILDKITE_TOKEN": "bkua_x"})
+    assert loaded.settings.server.ops_port == 9216
+    assert loaded.settings.pod.agent_token_secret == "agent-stack-k8s-secrets"
+    assert loaded.settings.pod.id == "agent-stack-k8s"
+    assert loaded.settings.lifecycle.pending_timeout_seconds == 900
+    assert sorted(w.split("'")[1] for w in loaded.warnings) == [
+        "enable-completion-watcher",
+        "reservation-expiry-seconds",
+    ]
+
+
 def test_config_env_var_names_the_file_as_agent_stack_k8s_helm_chart_sets_it(tmp_path: Path) -> None:
     path = write(tmp_path, "max-in-flight: 4\n")
     assert load(env={"CONFIG": str(path)}).settings.admit.max_in_flight == 4
