@@ -14,6 +14,7 @@ import secrets
 import threading
 import uuid as uuid_module
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +128,9 @@ class AgentAPI:
             Route("/v3/jobs/{uuid}", self.authed(self.job_state), methods=["GET"]),
         ]
 
-    def authed(self, handler: Any) -> Any:
+    def authed(
+        self, handler: Callable[[Request, RegisteredAgent], Response]
+    ) -> Callable[[Request], Response]:
         """Wrap a handler: resolve the access token to an agent, and map store errors to statuses."""
 
         def endpoint(request: Request) -> Response:

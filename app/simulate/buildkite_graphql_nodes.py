@@ -249,18 +249,18 @@ class GraphQLRoot:
         self.store = store
         self.org = org
 
-    def job(self, _info: GraphQLResolveInfo, uuid: str) -> dict[str, Any] | None:
+    def job(self, _info: GraphQLResolveInfo[None], uuid: str) -> dict[str, Any] | None:
         job = self.store.find(uuid)
         return job_node(job, self.org) if job is not None else None
 
     def organization(
-        self, _info: GraphQLResolveInfo, slug: str | None = None, uuid: str | None = None
+        self, _info: GraphQLResolveInfo[None], slug: str | None = None, uuid: str | None = None
     ) -> dict[str, Any] | None:
         if slug not in {None, self.org.slug} or uuid not in {None, self.org.uuid}:
             return None
         return organization_node(self.org, self.store)
 
-    def node(self, _info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
+    def node(self, _info: GraphQLResolveInfo[None], id: str) -> dict[str, Any] | None:
         job_uuid = uuid_from_graphql_id(id, "Job")
         if job_uuid is not None:
             return self.job(_info, job_uuid)
@@ -268,7 +268,7 @@ class GraphQLRoot:
             return organization_node(self.org, self.store)
         return None
 
-    def jobTypeCommandCancel(self, _info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    def jobTypeCommandCancel(self, _info: GraphQLResolveInfo[None], input: dict[str, Any]) -> dict[str, Any]:
         # The GraphQL id is documented; a plain UUID is accepted too (reference open question 8).
         job_uuid = uuid_from_graphql_id(input["id"], "Job") or input["id"]
         try:

@@ -104,10 +104,10 @@ class RecordAndFaultMiddleware:
             if call.status is not None:
                 raise
             text = f"Fake Buildkite error: {type(exc).__name__}: {exc}"[:256]
-            body: dict[str, Any] = (
+            error: dict[str, Any] = (
                 {"errors": [{"message": text}]} if surface == "graphql" else {"message": text}
             )
-            await JSONResponse(body, status_code=500)(scope, replay, record_status)
+            await JSONResponse(error, status_code=500)(scope, replay, record_status)
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -13,6 +13,7 @@ import binascii
 import re
 import threading
 import uuid as uuid_module
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -94,7 +95,7 @@ class StacksAPI:
         ]
         return [Route(path, self._guard(handler), methods=[method]) for path, handler, method in table]
 
-    def _guard(self, handler: Any) -> Any:
+    def _guard(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
             if token_of(request) not in self.registry.agent_tokens:
                 return message("Invalid or missing agent token", 401)
@@ -203,7 +204,8 @@ class StacksAPI:
         if isinstance(expiry, bool) or not isinstance(expiry, int) or expiry < 1:
             raise StackError(422, "`reservation_expiry_seconds` must be a positive integer")
         key, until = request.path_params["key"], self.clock.now() + min(expiry, MAX_RESERVATION_SECONDS)
-        reserved, not_reserved = [], []
+        reserved: list[str] = []
+        not_reserved: list[str] = []
         for job_uuid in _uuid_list(body):
             ok = self._reserve(job_uuid, key, until)
             (reserved if ok else not_reserved).append(job_uuid)

@@ -106,7 +106,7 @@ class FakeKubeAPI(Started):
     def _serve(self) -> None:
         # uvicorn's own serve() polls for exit every 0.1 s and drains for another 0.1 s; a test fake
         # needs neither, so the loop is driven here and stopped directly (stop() takes ~1 ms).
-        assert self._server is not None and self._loop is not None
+        assert self._server is not None and self._loop is not None and self._socket is not None
         server, loop = self._server, self._loop
         asyncio.set_event_loop(loop)
         server.config.load()

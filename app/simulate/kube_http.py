@@ -9,6 +9,7 @@ a 404 `Status`, as the real server answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -89,6 +90,10 @@ def _group(name: str) -> dict[str, Any]:
     return {"name": name, "versions": [version], "preferredVersion": version}
 
 
+def _api_group(name: str) -> dict[str, Any]:
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name)}
+
+
 def discovery(path: str, server_address: str) -> dict[str, Any] | None:
     """The discovery documents clients fetch before talking to a group (None if `path` is not one)."""
     named = [g for g in GROUPS if g]
@@ -103,8 +108,8 @@ def discovery(path: str, server_address: str) -> dict[str, Any] | None:
         "/apis": lambda: {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in named]},
     }
     for group in named:
-        documents[f"/apis/{group}"] = lambda g=group: {"kind": "APIGroup", "apiVersion": "v1", **_group(g)}
-        documents[f"/apis/{group}/v1"] = lambda g=group: _resource_list(f"{g}/v1", GROUPS[g])
+        documents[f"/apis/{group}"] = functools.partial(_api_group, group)
+        documents[f"/apis/{group}/v1"] = functools.partial(_resource_list, f"{group}/v1", GROUPS[group])
     document = documents.get(path.rstrip("/") or "/")
     return document() if document else None
 
@@ -235,7 +240,7 @@ class KubeHttp:
         return table[call.verb](call)
 
     def _watch(self, call: Call) -> Response:
-        timeout = call.query.get("timeoutSeconds")
+        timeout = call.query.get("timeoutSeconds", "")
         try:
             timeout_seconds = float(timeout) if timeout else self.watch_timeout
         except ValueError:

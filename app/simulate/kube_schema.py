@@ -39,7 +39,8 @@ def schema_dir() -> Path:
 def definitions() -> dict[str, Any]:
     """All `$defs` of the bundled OpenAPI schema, keyed by Go type name."""
     with open(schema_dir() / "_definitions.json", encoding="utf-8") as handle:
-        return json.load(handle)
+        defs: dict[str, Any] = json.load(handle)
+    return defs
 
 
 @cache

@@ -11,6 +11,7 @@ helpers (test thread); a lock serialises them and watchers are woken on their ow
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import copy
 import threading
@@ -156,7 +157,8 @@ class Store:
 
     # ---- watch support --------------------------------------------------------------------------
 
-    def subscribe(self, watcher: Watcher, since: int) -> list[StoredEvent]:
+    # builtins.list: the method `list` above shadows the type inside this class.
+    def subscribe(self, watcher: Watcher, since: int) -> builtins.list[StoredEvent]:
         """Register `watcher` and return the history after `since`; 410 Expired if it is gone."""
         with self._lock:
             if since < self.compacted_version:
@@ -164,7 +166,7 @@ class Store:
             self._watchers.add(watcher)
             return [e for e in self._history if e.resource_version > since and watcher.wants(e)]
 
-    def subscribe_current(self, watcher: Watcher) -> tuple[list[dict[str, Any]], int]:
+    def subscribe_current(self, watcher: Watcher) -> tuple[builtins.list[dict[str, Any]], int]:
         """Register `watcher` and return the current objects it covers (a watch without resourceVersion)."""
         with self._lock:
             self._watchers.add(watcher)
