@@ -16,6 +16,7 @@ from typing import Protocol
 
 from app.buildkite.graphql import GraphQLClient
 from app.buildkite.queries import JobRecord as BuildkiteJob
+from app.buildkite.queries import cluster_mismatch
 from app.errors import BuildkiteError
 from app.intake import Retry
 from app.jobs import JobBook, Stage
@@ -55,8 +56,11 @@ class Confirmer:
         admitter: AdmitStage,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        cluster_uuid: str | None = None,
     ) -> None:
         self._graphql = graphql
+        # The Buildkite cluster we serve (None: any): a job of another cluster is dropped.
+        self._cluster_uuid = cluster_uuid
         self._tags = tags
         self._book = book
         self._admitter = admitter
@@ -69,7 +73,7 @@ class Confirmer:
         self._metrics.graphql_calls.labels("confirm").inc()
         asked_at = self._clock()
         try:
-            records = await self._graphql.confirm_jobs(uuids)
+            records = await self._graphql.confirm_jobs(uuids, with_cluster=self._cluster_uuid is not None)
         except BuildkiteError as exc:
             self._metrics.graphql_errors.labels("confirm").inc()
             return Retry(uuids, after=REQUEUE_DELAY_SECONDS, reason=f"confirm failed: {exc}")
@@ -86,7 +90,7 @@ class Confirmer:
         """For admission: each job's verdict now (``scheduled`` or why not). Raises ``BuildkiteError``."""
         self._metrics.graphql_calls.labels("recheck").inc()
         try:
-            records = await self._graphql.confirm_jobs(uuids)
+            records = await self._graphql.confirm_jobs(uuids, with_cluster=self._cluster_uuid is not None)
         finally:
             self._record_budget()
         return {uuid: self._verdict(uuid, records.get(uuid)) for uuid in uuids}
@@ -119,6 +123,10 @@ class Confirmer:
             return f"state_{record.state}"
         if not self._tags.matches_rules(record.agent_query_rules):
             return "not_our_tags"
+        other_cluster = cluster_mismatch(record, self._cluster_uuid)
+        if other_cluster is not None:
+            job_log(log, uuid, stage="confirm").info("not our cluster: %s", other_cluster)
+            return "not_our_cluster"
         return SCHEDULED
 
     def _record_budget(self) -> None:

@@ -209,7 +209,10 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         metrics=metrics,
         is_leader=elector.is_leader,
     )
-    confirmer = Confirmer(graphql=graphql, tags=tags, book=book, admitter=admitter, metrics=metrics)
+    cluster_uuid = settings.intake.cluster_uuid
+    confirmer = Confirmer(
+        graphql=graphql, tags=tags, book=book, admitter=admitter, metrics=metrics, cluster_uuid=cluster_uuid
+    )
     relay_key = _secret(settings.webhook.secret) or _secret(settings.webhook.token)
     relay = Relay(http=http, leader_url=lambda: elector.leader_url, key=relay_key, book=book, metrics=metrics)
     intake = Intake(
@@ -230,6 +233,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         metrics=metrics,
         is_leader=elector.is_leader,
         capacity_full=admitter.is_full,
+        cluster_uuid=cluster_uuid,
     )
 
     def on_cancel(uuid: str) -> None:
@@ -266,6 +270,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
             on_cancel=on_cancel_webhook,
             metrics=metrics,
             is_accepting=lambda: controller is not None and controller.accepting,
+            cluster_uuid=cluster_uuid,
         ),
         relay_receiver=RelayReceiver(
             key=relay_key,

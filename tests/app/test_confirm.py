@@ -47,7 +47,9 @@ class FakeConfirmGraphQL:
         self.budget: Budget | None = None
         self.during: Callable[[], None] = lambda: None  # runs while the request is out
 
-    async def confirm_jobs(self, uuids: Sequence[str]) -> dict[str, JobRecord | None]:
+    async def confirm_jobs(
+        self, uuids: Sequence[str], *, with_cluster: bool = False
+    ) -> dict[str, JobRecord | None]:
         self.requests.append(list(uuids))
         self.during()
         if self.error is not None:
