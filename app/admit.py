@@ -137,14 +137,17 @@ class Admitter:
         """A replica that stops leading hands its queue over: the new leader's takeover sweep finds
         every job still scheduled, so dropping ours here loses nothing and cannot duplicate."""
         if not leading:
-            for entry in (*self._ready, *self._later):
-                record = self._book.get(entry.job.uuid)
-                if record is not None and record.stage is Stage.QUEUED:
-                    self._book.end(entry.job.uuid, Stage.HANDED_OVER, "admit", "leadership lost")
-            self._ready.clear()
-            self._later.clear()
-            self._metrics.queue_depth.set(0)
+            self._hand_over("leadership lost")
         self._wakeup.set()
+
+    def _hand_over(self, why: str) -> None:
+        for entry in (*self._ready, *self._later):
+            record = self._book.get(entry.job.uuid)
+            if record is not None and record.stage is Stage.QUEUED:
+                self._book.end(entry.job.uuid, Stage.HANDED_OVER, "admit", why)
+        self._ready.clear()
+        self._later.clear()
+        self._metrics.queue_depth.set(0)
 
     # --- reading --------------------------------------------------------------------------------------
 
@@ -175,13 +178,18 @@ class Admitter:
             self._wakeup.clear()
             self.admit_ready()
             timeout = None
-            if self._later:
+            if self._later and not self._draining:  # draining admits nothing: no timer to spin on
                 timeout = max(0.0, self._later[0].sort_key[0] - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
 
     def admit_ready(self) -> None:
-        if self._draining or not self._is_leader():
+        if not self._is_leader():
+            # A retry or re-check that settled after leadership was lost lands here: hand it over too,
+            # or it would wait in this follower's queue, and its record stay active, until it leads again.
+            self._hand_over("not the leader")
+            return
+        if self._draining:
             return
         now = self._clock()
         while self._later and self._later[0].sort_key[0] <= now:
