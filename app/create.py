@@ -138,4 +138,4 @@ class Creator:
 
 
 def _backoff(attempt: int) -> float:
-    return min(MAX_BACKOFF_SECONDS, 0.2 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)
+    return min(MAX_BACKOFF_SECONDS, 0.2 * 2.0 ** min(attempt, 8)) * (0.5 + random.random() / 2)

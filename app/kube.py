@@ -96,11 +96,13 @@ async def load_client_config(kubeconfig: str | None) -> kclient.Configuration:
     """kubeconfig if given or present at ~/.kube/config, else the in-cluster service account."""
     configuration = kclient.Configuration()
     try:
-        await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        await kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     except (kconfig.ConfigException, FileNotFoundError, TypeError):
         if kubeconfig:
             raise
-        kconfig.load_incluster_config(client_configuration=configuration)
+        kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return configuration
 
 
@@ -140,7 +142,7 @@ class KubeAPI:
         self.requests = 0
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._client.close()  # type: ignore[no-untyped-call]
 
     # --- pods -----------------------------------------------------------------------------------------
 
@@ -298,7 +300,8 @@ class KubeAPI:
             auth_settings=["BearerToken"],
         )
         result = await self._client.call_api(*params, _request_timeout=timeout, _preload_content=False)
-        return result.response
+        response: aiohttp.ClientResponse = result.response  # RESTResponse keeps it untyped
+        return response
 
 
 async def _read_json(response: aiohttp.ClientResponse) -> Json:

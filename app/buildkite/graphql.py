@@ -232,9 +232,8 @@ def _data_of(envelope: dict[str, Any], *, what: str, partial_ok: bool) -> dict[s
 
 
 def _message(error: object) -> str:
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"]
-    return str(error)[:200]
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else str(error)[:200]
 
 
 def _all_on_aliases(errors: list[Any], data: dict[str, Any]) -> bool:

@@ -44,7 +44,7 @@ class RetryPolicy:
             raise ValueError(f"RetryPolicy needs attempts >= 1 and 0 < base <= cap, got {self}")
 
     def backoff_seconds(self, attempt: int, rng: Callable[[], float]) -> float:
-        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** min(attempt, 32))
+        ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** min(attempt, 32))
         return ceiling / 2 + rng() * ceiling / 2
 
 

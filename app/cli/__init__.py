@@ -73,7 +73,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 default=None,
                 help=help_text,
                 metavar=_METAVARS.get(option.kind, "VALUE"),
-                type=int if option.kind == "int" else None,
+                type=int if option.kind == "int" else str,
             )
 
 

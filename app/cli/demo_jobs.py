@@ -16,11 +16,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from app.cli.pipeline import expand_pipeline
+
+if TYPE_CHECKING:  # for the annotation only: demo_stack imports the fakes
+    from app.cli.demo_stack import DemoStack
 
 BROKEN_IMAGE = "registry.example.com/team/does-not-exist:1.0"  # DEFAULT_RULES: the pull fails
 WAITING_IMAGE = "registry.example.com/team/huge-image:latest"  # demo_stack: never finishes starting
@@ -104,7 +107,7 @@ class DemoRun:
     ``job.finished`` webhook). ``stack`` is a started ``DemoStack``.
     """
 
-    def __init__(self, stack: Any, jobs: list[DemoJob], *, pipeline_slug: str) -> None:
+    def __init__(self, stack: DemoStack, jobs: list[DemoJob], *, pipeline_slug: str) -> None:
         self._stack = stack
         self._jobs = jobs
         self._slug = pipeline_slug

@@ -274,8 +274,9 @@ def _step_kind(raw: Any) -> str | None:
 def _step_name(raw: Any, path: str) -> str:
     if isinstance(raw, dict):
         for attr in ("key", "id", "identifier", "label", "name", "group"):
-            if isinstance(raw.get(attr), str) and raw[attr]:
-                return raw[attr]
+            name = raw.get(attr)
+            if isinstance(name, str) and name:
+                return name
     return path
 
 

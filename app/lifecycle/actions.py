@@ -24,7 +24,8 @@ from app.lifecycle.decide import Delete, FailJob, Notify
 from app.lifecycle.messages import compose_detail
 from app.logs import job_log
 from app.metrics import Metrics
-from app.podview import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION, PodView
+from app.podview import PodView
+from podspec.metadata import FAILURE_NOTIFIED_ANNOTATION, FAILURE_REPORTED_ANNOTATION
 
 log = logging.getLogger(__name__)
 
