@@ -148,7 +148,7 @@ def parse_jobs(body: bytes) -> tuple[list[str], list[str]]:
     """``(jobs, cancelled)`` from a relay body; ``WebhookRejected`` (400/413) for anything else."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # a deeply nested body is a RecursionError, not a 500
         raise WebhookRejected(400, "body is not JSON") from exc
     if not isinstance(data, dict) or not set(data) <= {"jobs", "cancelled"}:
         raise WebhookRejected(400, 'body must be {"jobs": [<uuid>, ...], "cancelled": [<uuid>, ...]}')
