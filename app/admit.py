@@ -164,6 +164,16 @@ class Admitter:
         self._metrics.in_flight.set(count)
         return count
 
+    def sizes(self) -> dict[str, int]:
+        """How much admission holds (a memory test reads it)."""
+        return {
+            "ready": len(self._ready),
+            "later": len(self._later),
+            "creating": len(self._creating),
+            "seen_while_creating": len(self._seen_while_creating),
+            "unseen": len(self._unseen),
+        }
+
     def is_full(self) -> bool:
         return self._limit > 0 and self.in_flight() >= self._limit
 

@@ -45,6 +45,7 @@ class PodWatch:
         self._by_uuid: dict[str, str] = {}
         # Kept up to date in _apply: recounting every pod on every event made a burst quadratic.
         self._phases: Counter[str] = Counter()
+        self._phase_gauges: dict[str, Any] = {}  # the gauge's child per phase: ``labels()`` per event is slow
         self.synced = asyncio.Event()
         self._listeners: list[Callable[[PodView], None]] = []
 
@@ -62,6 +63,10 @@ class PodWatch:
     def live_count(self) -> int:
         """Unfinished pods (kept incrementally: admission asks on every pass)."""
         return len(self.pods) - self._phases["Succeeded"] - self._phases["Failed"]
+
+    def sizes(self) -> dict[str, int]:
+        """How much the index holds (a memory test reads it)."""
+        return {"pods": len(self.pods), "jobs": len(self._by_uuid)}
 
     def pod_for(self, uuid: str) -> PodView | None:
         name = self._by_uuid.get(uuid)
@@ -135,4 +140,7 @@ class PodWatch:
     def _update_gauges(self) -> None:
         phases = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Unknown": 0} | self._phases
         for phase, count in phases.items():
-            self._metrics.pods_by_phase.labels(phase).set(count)
+            gauge = self._phase_gauges.get(phase)
+            if gauge is None:
+                gauge = self._phase_gauges[phase] = self._metrics.pods_by_phase.labels(phase)
+            gauge.set(count)

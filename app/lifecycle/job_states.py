@@ -130,6 +130,10 @@ class JobStateCheck:
     def wanted(self) -> frozenset[str]:
         return frozenset(self._wanted)
 
+    def sizes(self) -> dict[str, int]:
+        """How much the check holds (a memory test reads it)."""
+        return {"wanted": len(self._wanted), "states": len(self._states), "asked": len(self._asked_at)}
+
     # --- the round --------------------------------------------------------------------------------
 
     async def run(self, *, now: float) -> dict[str, str]:
