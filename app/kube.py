@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -38,6 +39,7 @@ REQUIRED_RBAC: frozenset[tuple[str, str, str]] = frozenset(
         ("", "pods", "watch"),
         ("", "pods", "delete"),
         ("", "pods", "patch"),
+        ("", "pods/log", "get"),
         ("", "podtemplates", "get"),
         ("", "events", "list"),
         ("coordination.k8s.io", "leases", "get"),
@@ -47,27 +49,49 @@ REQUIRED_RBAC: frozenset[tuple[str, str, str]] = frozenset(
 )
 
 Json = dict[str, Any]
+# A Retry-After longer than this is not believed: the pause is capped so one odd answer cannot stall us.
+MAX_PAUSE_SECONDS = 30.0
 
 
 class TokenBucket:
-    """``qps`` tokens a second, up to ``burst`` banked; ``acquire`` waits for one (client-go's limiter)."""
+    """The client-side limit: ``qps`` tokens a second, up to ``burst`` banked (client-go's limiter);
+    ``qps`` 0 means no client-side limit. Either way a 429's ``Retry-After`` pauses every call (``pause``):
+    the apiserver's own flow control (API Priority and Fairness) says when it can take more."""
 
-    def __init__(self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.qps, self.burst, self._clock = qps, burst, clock
+    def __init__(
+        self,
+        qps: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.qps, self.burst, self._clock, self._sleep = qps, burst, clock, sleep
         self._tokens = float(burst)
         self._stamp = clock()
         self._lock = asyncio.Lock()
+        self._paused_until = -math.inf
         self.waited_seconds = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + min(seconds, MAX_PAUSE_SECONDS))
 
     async def acquire(self) -> None:
         async with self._lock:
             now = self._clock()
+            if self._paused_until > now:
+                wait = self._paused_until - now
+                self.waited_seconds += wait
+                await self._sleep(wait)
+                now = self._clock()
+            if self.qps <= 0:
+                return
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
             self._stamp = now
             if self._tokens < 1:
                 wait = (1 - self._tokens) / self.qps
                 self.waited_seconds += wait
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
                 self._stamp = self._clock()
                 self._tokens = 1.0
             self._tokens -= 1
@@ -87,6 +111,16 @@ class KubeGateway(Protocol):
     async def list_pods(self, label_selector: str) -> tuple[list[Json], str]: ...
     def watch_pods(self, label_selector: str, resource_version: str) -> AsyncIterator[tuple[str, Json]]: ...
     async def list_events(self, involved_name: str) -> list[Json]: ...
+    async def read_pod_log(
+        self,
+        name: str,
+        container: str,
+        *,
+        tail_lines: int,
+        limit_bytes: int,
+        previous: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> bytes: ...
     async def get_lease(self, name: str) -> Json | None: ...
     async def create_lease(self, lease: Json) -> Json: ...
     async def replace_lease(self, name: str, lease: Json) -> Json: ...
@@ -231,6 +265,49 @@ class KubeAPI:
         query = {"fieldSelector": f"involvedObject.name={involved_name}"}
         return (await self._call("GET", self._events, query=query)).get("items") or []
 
+    async def read_pod_log(
+        self,
+        name: str,
+        container: str,
+        *,
+        tail_lines: int,
+        limit_bytes: int,
+        previous: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> bytes:
+        """The last ``tail_lines`` lines of one container's log, at most ``limit_bytes`` bytes.
+
+        ``previous``: the instance before the last restart. The kubelet applies ``limitBytes`` from the
+        start of the tail, so a caller wanting the very end asks for more and cuts. We read no more
+        than ``limit_bytes`` whatever the server sends. 404 (pod gone) → ``NotFound``; 400 (container
+        unknown or never started, no previous instance) → ``Invalid``; 403 → ``Forbidden``; a timeout,
+        or a kubelet the apiserver cannot reach (5xx) → ``KubeUnavailable``.
+        """
+        query = {
+            "container": container,
+            "tailLines": str(max(1, tail_lines)),
+            "limitBytes": str(max(1, limit_bytes)),
+        }
+        if previous:
+            query["previous"] = "true"
+        path = f"{self._pods}/{quote(name, safe='')}/log"
+        await self._limiter.acquire()
+        timeout = self._timeout if timeout_seconds is None else timeout_seconds
+        try:
+            response = await self._raw(
+                "GET", path, query=query, timeout=timeout, accept="text/plain, application/json"
+            )
+            try:
+                if response.status >= 400:
+                    payload = await _read_json(response)
+                    retry_after = response.headers.get("Retry-After")
+                    raise _translate(response.status, payload, retry_after=retry_after)
+                return await _read_at_most(response, max(1, limit_bytes))
+            finally:
+                response.release()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise KubeUnavailable(0, "ConnectionError", f"GET {path}: {exc!r}") from exc
+
     async def get_pod_template(self, name: str) -> Json | None:
         try:
             return await self._call("GET", f"{self._templates}/{quote(name, safe='')}")
@@ -274,7 +351,10 @@ class KubeAPI:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise KubeUnavailable(0, "ConnectionError", f"{method} {path}: {exc!r}") from exc
         if response.status >= 400:
-            raise _translate(response.status, payload, retry_after=response.headers.get("Retry-After"))
+            error = _translate(response.status, payload, retry_after=response.headers.get("Retry-After"))
+            if response.status == 429 and isinstance(error, KubeUnavailable) and error.retry_after:
+                self._limiter.pause(error.retry_after)
+            raise error
         return payload
 
     async def _raw(
@@ -286,9 +366,10 @@ class KubeAPI:
         body: Json | None = None,
         content_type: str = "application/json",
         timeout: float | None,
+        accept: str = "application/json",
     ) -> aiohttp.ClientResponse:
         self.requests += 1
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         params = await self._client.param_serialize(
@@ -302,6 +383,19 @@ class KubeAPI:
         result = await self._client.call_api(*params, _request_timeout=timeout, _preload_content=False)
         response: aiohttp.ClientResponse = result.response  # RESTResponse keeps it untyped
         return response
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` bytes: a server ignoring ``limitBytes`` cannot make us hold more."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        part = await response.content.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 async def _read_json(response: aiohttp.ClientResponse) -> Json:

@@ -109,12 +109,22 @@ class LifecycleSettings(_Section):
     agent_done_grace_seconds: float = Field(10, ge=0)
     # agent-stack-k8s checks pending pods' job states every 5 s: a lost cancel webhook costs at most that.
     cancel_check_interval_seconds: float = Field(5, gt=0)
+    # Container logs attached to a job failed for its pod (app/lifecycle/pod_logs.py), per failed
+    # container. 50 lines is what a person reads to find the error; 8 KiB keeps five containers, the
+    # message and the events inside the job log's 64 KiB (agent_log.MAX_LOG_BYTES). 0 lines: no logs.
+    pod_log_lines: int = Field(50, ge=0, le=10_000)
+    pod_log_kib: int = Field(8, ge=1, le=64)
+    # All reads of one failure together; failing the job is never delayed by more than this.
+    pod_log_timeout_seconds: float = Field(3, gt=0, le=30)
 
 
 class KubeSettings(_Section):
     kubeconfig: str | None = None
-    # client-go's 10/20 caps pod creation at 10/s; a webhook burst deserves more, still polite to the API.
-    qps: float = Field(50, gt=0)
+    # No client-side limit by default (0): a webhook burst is bounded by create-concurrency (16 requests
+    # in flight) and the apiserver's own flow control, whose 429 + Retry-After pauses every call. A
+    # client-side cap (client-go's 10/20 made 10 pods/s) only makes a burst slower than the apiserver
+    # could take it; set qps/burst to cap it anyway.
+    qps: float = Field(0, ge=0)
     burst: int = Field(100, ge=1)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -447,6 +448,55 @@ def test_token_bucket_refills_at_qps_but_never_beyond_burst() -> None:
         assert bucket.waited_seconds == pytest.approx(0.0625)
 
     asyncio.run(scenario())
+
+
+def test_qps_zero_means_no_client_side_limit() -> None:
+    async def scenario() -> None:
+        bucket = TokenBucket(qps=0, burst=1, clock=Clock())
+        for _ in range(10_000):
+            await bucket.acquire()
+        assert bucket.waited_seconds == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_pause_holds_every_call_and_is_capped() -> None:
+    clock = Clock()
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.now += seconds
+
+    async def scenario() -> None:
+        bucket = TokenBucket(qps=0, burst=1, clock=clock, sleep=sleep)
+        bucket.pause(2.0)
+        bucket.pause(1.0)  # a shorter pause never shortens the one in force
+        await bucket.acquire()
+        await bucket.acquire()  # the pause is over
+        bucket.pause(10_000)  # a hostile Retry-After
+        await bucket.acquire()
+
+    asyncio.run(scenario())
+    assert sleeps == [pytest.approx(2.0), pytest.approx(30.0)]
+
+
+def test_a_429_pauses_every_later_call_for_its_retry_after() -> None:
+    async def scenario(gw: KubeAPI, kube: FakeKubeAPI) -> None:
+        bucket = TokenBucket(qps=0, burst=1)
+        client = kclient.ApiClient(kube_client_config(kube.url))
+        limited = KubeAPI(client, namespace=NS, limiter=bucket)
+        try:
+            kube.inject("list", "pods", status=429, retry_after=1)
+            with pytest.raises(KubeUnavailable):
+                await limited.list_pods(SELECTOR)
+            started = time.monotonic()
+            await limited.get_pod_template("none")  # another call, not the refused one
+            assert time.monotonic() - started >= 0.9
+        finally:
+            await limited.close()
+
+    run(scenario)
 
 
 def test_every_gateway_call_takes_a_token() -> None:
