@@ -225,6 +225,27 @@ OPTIONS: tuple[Option, ...] = (
         "how long other containers may run on after the agent container exited",
         kind="duration",
     ),
+    Option(
+        "pod-log-lines",
+        "lifecycle",
+        "pod_log_lines",
+        "last lines of each failed container's log added to the job's failure (0 = none)",
+        kind="int",
+    ),
+    Option(
+        "pod-log-kib",
+        "lifecycle",
+        "pod_log_kib",
+        "most KiB of each failed container's log added to the job's failure",
+        kind="int",
+    ),
+    Option(
+        "pod-log-timeout",
+        "lifecycle",
+        "pod_log_timeout_seconds",
+        "longest wait for the failed containers' logs before the job is failed without them",
+        kind="duration",
+    ),
     # Kubernetes.
     Option(
         "kubeconfig",

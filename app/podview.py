@@ -12,8 +12,9 @@ is refused (``ValueError``), because nothing could be done with it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,8 @@ class ContainerView:
     waiting_message: str = ""
     terminated: Terminated | None = None
     is_running: bool = False
+    restart_count: int = 0
+    last_terminated: Terminated | None = None  # ``lastState.terminated``: the instance before a restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,10 @@ class PodView:
     failure_reported: str | None = None  # value of FAILURE_REPORTED_ANNOTATION
     failure_notified: str | None = None  # value of FAILURE_NOTIFIED_ANNOTATION
     deleted: bool = False  # built from a DELETED watch event: the object is gone
+    # Literal ``env[].value``s of containers whose names look like credentials (``SENSITIVE_ENV_NAME``),
+    # for redacting container logs. Values from ``secretKeyRef``/``envFrom`` are not in the spec and
+    # cannot be listed here (we never read Secrets). Kept out of ``repr`` so a logged view leaks none.
+    sensitive_env_values: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_raw(cls, obj: Mapping[str, Any], *, deleted: bool = False) -> PodView:
@@ -116,6 +123,7 @@ class PodView:
             failure_reported=_str(annotations.get(FAILURE_REPORTED_ANNOTATION)) or None,
             failure_notified=_str(annotations.get(FAILURE_NOTIFIED_ANNOTATION)) or None,
             deleted=deleted,
+            sensitive_env_values=_sensitive_env_values(spec),
         )
 
     def container(self, name: str) -> ContainerView | None:
@@ -125,6 +133,26 @@ class PodView:
     @property
     def all_containers(self) -> tuple[ContainerView, ...]:
         return self.init_containers + self.containers
+
+
+# Env names that by convention hold credentials; matched anywhere in the name, case-insensitively.
+SENSITIVE_ENV_NAME = re.compile(
+    r"TOKEN|SECRET|PASSW|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH(?!OR)", re.IGNORECASE
+)
+# Shorter values ("1", "true") would redact ordinary words all over a log.
+MIN_SENSITIVE_VALUE_CHARS = 6
+
+
+def _sensitive_env_values(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    values = {
+        value
+        for key in ("initContainers", "containers")
+        for container in _items(spec.get(key))
+        for env in _items(container.get("env"))
+        if SENSITIVE_ENV_NAME.search(_str(env.get("name")))
+        and len(value := _str(env.get("value"))) >= MIN_SENSITIVE_VALUE_CHARS
+    }
+    return tuple(sorted(values))
 
 
 def parse_time(value: object) -> float | None:
@@ -191,6 +219,7 @@ def _containers(specs: object, statuses: object, is_init: bool) -> tuple[Contain
 def _container(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], is_init: bool) -> ContainerView:
     state = _mapping(status.get("state"))
     waiting, terminated = _mapping(state.get("waiting")), state.get("terminated")
+    last = _mapping(status.get("lastState")).get("terminated")
     return ContainerView(
         name=name,
         # The spec image is what the user wrote; the status may show a resolved digest instead.
@@ -201,6 +230,8 @@ def _container(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], is
         waiting_message=_str(waiting.get("message")),
         terminated=_terminated(terminated) if isinstance(terminated, Mapping) else None,
         is_running=isinstance(state.get("running"), Mapping),
+        restart_count=max(0, _int(status.get("restartCount")) or 0),
+        last_terminated=_terminated(last) if isinstance(last, Mapping) else None,
     )
 
 

@@ -13,15 +13,18 @@ runner remembers the fact in memory instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from app.errors import KubeError, NotFound
+from app.jobs import JobBook
 from app.kube import KubeGateway
 from app.lifecycle.decide import Delete, FailJob, Notify
 from app.lifecycle.messages import compose_detail
+from app.lifecycle.pod_logs import LOGS_HEADLINE, PodLogReader, PodLogs
 from app.logs import job_log
 from app.metrics import Metrics
 from app.podview import PodView
@@ -59,8 +62,12 @@ class LifecycleActions:
         metrics: Metrics,
         abort_grace_seconds: int,
         clock: Callable[[], float] = time.time,
+        logs: PodLogReader | None = None,
+        book: JobBook | None = None,
     ) -> None:
         self._kube = kube
+        self._logs = logs
+        self._book = book
         self._failer = failer
         self._metrics = metrics
         self._abort_grace = abort_grace_seconds
@@ -77,7 +84,10 @@ class LifecycleActions:
         jlog = job_log(log, uuid, stage="lifecycle", pod=pod.name)
         if not pod.deleted and not await self._annotate(pod, FAILURE_REPORTED_ANNOTATION, action.reason):
             return None
-        detail = compose_detail(action.message, await self._events(pod), now=self._clock())
+        events, logs = await asyncio.gather(self._events(pod), self._read_logs(pod))
+        detail = compose_detail(action.message, events, now=self._clock(), logs=logs)
+        if logs is not None:
+            self._note_logs(uuid, logs, detail)
         outcome = _outcome_name(await self._failer.fail(uuid, reason=action.reason, message=detail))
         if outcome not in SETTLED_OUTCOMES:
             jlog.warning(
@@ -142,6 +152,25 @@ class LifecycleActions:
             jlog.warning("annotating the pod with %s failed: %s; will retry", key, exc)
             return False
         return True
+
+    async def _read_logs(self, pod: PodView) -> PodLogs | None:
+        """The failed containers' output; bounded by the reader's deadline, never an error."""
+        if self._logs is None:
+            return None
+        try:
+            return await self._logs.read(pod)
+        except Exception:  # a bug reading logs must not stop the job from being failed
+            log.exception("reading the logs of %s crashed; failing the job without them", pod.name)
+            return None
+
+    def _note_logs(self, uuid: str, logs: PodLogs, detail: str) -> None:
+        if self._book is None or not uuid or (not logs.logs and not logs.note):
+            return
+        _, found, section = detail.partition(LOGS_HEADLINE)
+        attached = len((found + section).encode())
+        read = [f"{e.target.name}: {e.unavailable or f'{e.bytes_read} bytes'}" for e in logs.logs]
+        summary = "; ".join(read + ([logs.note] if logs.note else []))
+        self._book.note(uuid, "logs", f"read {logs.bytes_read} bytes, attached {attached} bytes ({summary})")
 
     async def _events(self, pod: PodView) -> list[dict[str, object]]:
         """The pod's recent events for the failure message; a report is never held up by them."""

@@ -13,12 +13,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from app.buildkite.agent_log import HEADER as FAILURE_LOG_HEADER
+from app.buildkite.agent_log import MAX_LOG_BYTES
+from app.lifecycle.pod_logs import PodLogs, format_logs
 from app.podview import ContainerView, PodCondition, PodView, parse_time
 
 MAX_ROWS = 10
 CELL_CHARS = 60
 MESSAGE_CHARS = 100  # messages carry the useful detail ("pull access denied for …"), so more room
 MAX_DETAIL_BYTES = 4096  # Buildkite's limit for the `detail` of a finished job
+# The failure goes to Buildkite as the job's log (agent API chunks, app.buildkite.agent_log), which cuts
+# it at MAX_LOG_BYTES (64 KiB, under the agent's default 100 KiB chunk, so one chunk). The message and
+# events keep within MAX_DETAIL_BYTES as before; container logs may fill the rest, never past the cut.
+MAX_FAILURE_LOG_BYTES = MAX_LOG_BYTES - len(FAILURE_LOG_HEADER.encode()) - 1
 MAX_NOTICE_CHARS = 255  # stack notifications are cropped here by Buildkite's agent-stack-k8s too
 ELLIPSIS = "…"
 
@@ -201,12 +208,31 @@ def _text(value: object) -> str:
 
 
 def compose_detail(
-    message: str, events: Iterable[Mapping[str, Any]] = (), *, now: float, max_bytes: int = MAX_DETAIL_BYTES
+    message: str,
+    events: Iterable[Mapping[str, Any]] = (),
+    *,
+    now: float,
+    max_bytes: int = MAX_DETAIL_BYTES,
+    logs: PodLogs | None = None,
+    max_total_bytes: int = MAX_FAILURE_LOG_BYTES,
 ) -> str:
-    """The failure ``message`` plus the events table, fitted into ``max_bytes`` of UTF-8.
+    """The failure ``message`` plus the events table, fitted into ``max_bytes`` of UTF-8, then the
+    failed containers' ``logs`` (``app.lifecycle.pod_logs``) in what is left of ``max_total_bytes``.
 
-    Event rows are dropped first (oldest go first), then the text itself is cut.
+    Event rows are dropped first (oldest go first), then the text itself is cut; container logs lose
+    their oldest lines to fit, and are left out when not even their headers fit.
     """
+    head = _message_and_events(message, events, now=now, max_bytes=min(max_bytes, max_total_bytes))
+    if logs is None:
+        return head
+    room = max_total_bytes - len(head.encode()) - 2
+    section = format_logs(logs, max_bytes=room) if room > 0 else ""
+    return f"{head}\n\n{section}" if section else head
+
+
+def _message_and_events(
+    message: str, events: Iterable[Mapping[str, Any]], *, now: float, max_bytes: int
+) -> str:
     events = list(events)
     for limit in range(min(MAX_ROWS, len(events)), -1, -1):
         table = events_table(events, now=now, limit=limit) if limit else ""

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from app.jobs import JobBook, Stage
@@ -44,6 +44,7 @@ from app.lifecycle.decide import (
     decide,
 )
 from app.lifecycle.job_states import JobStateCheck, JobStateSource
+from app.lifecycle.pod_logs import LogLimits, PodLogReader
 from app.metrics import Metrics
 from app.podview import PodView
 from app.settings import LifecycleSettings
@@ -127,6 +128,7 @@ class LifecycleRunner:
         is_leader: Callable[[], bool] = lambda: True,
         book: JobBook | None = None,
         clock: Callable[[], float] = time.time,
+        redact: Iterable[str | None] = (),
     ) -> None:
         self._watch = watch
         self._book = book
@@ -140,6 +142,9 @@ class LifecycleRunner:
             metrics=metrics,
             abort_grace_seconds=policy.abort_grace_seconds,
             clock=clock,
+            # ``redact``: the controller's own tokens, kept out of the container logs we attach.
+            logs=PodLogReader(kube, limits=pod_log_limits(settings), secrets=redact),
+            book=book,
         )
         self.check = JobStateCheck(graphql, interval_seconds=settings.cancel_check_interval_seconds)
         self._pods: dict[str, PodRecord] = {}  # by pod name
@@ -459,6 +464,14 @@ class LifecycleRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def pod_log_limits(settings: LifecycleSettings) -> LogLimits:
+    return LogLimits(
+        lines=settings.pod_log_lines,
+        max_bytes=settings.pod_log_kib * 1024,
+        timeout_seconds=settings.pod_log_timeout_seconds,
+    )
 
 
 def _describe(action: FailJob | Notify | Delete) -> str:
