@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.state import running_controller
 from app.sweep import RECONCILE_WAIT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="buildkite-controller-ops"'}
 
 def require_ops_token(request: Request) -> None:
     """FastAPI dependency of every ops write endpoint; raises 401/403 with the reason, never logs secrets."""
-    configured = request.app.state.controller.settings.server.ops_token
+    configured = running_controller(request).settings.server.ops_token
     client = request.client.host if request.client else "unknown"
     if configured is None:
         if _is_loopback(client):
@@ -95,7 +96,7 @@ def router() -> APIRouter:
 
     @routes.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        controller = request.app.state.controller
+        controller = running_controller(request)
         checks = controller.is_ready()
         return JSONResponse(
             {"ready": all(checks.values()), "checks": checks, "detail": controller.readiness_detail()},
@@ -104,14 +105,14 @@ def router() -> APIRouter:
 
     @routes.get("/metrics")
     async def metrics(request: Request) -> Response:
-        controller = request.app.state.controller
+        controller = running_controller(request)
         controller.metrics.kube_requests.set(getattr(controller.kube, "requests", 0))
         return Response(generate_latest(controller.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @routes.post("/reconcile", dependencies=[Depends(require_ops_token)])
     async def reconcile(request: Request) -> JSONResponse:
         """Sweep now and answer with what it found (waiting briefly for the pods it asked for)."""
-        summary = await request.app.state.controller.sweeper.sweep(
+        summary = await running_controller(request).sweeper.sweep(
             trigger="api", wait_seconds=RECONCILE_WAIT_SECONDS
         )
         return JSONResponse(summary.as_dict(), status_code=502 if summary.error else 200)

@@ -31,6 +31,7 @@ from app.errors import WebhookRejected
 from app.intake import Retry
 from app.jobs import JobBook, Stage, is_uuid, normalise
 from app.metrics import Metrics
+from app.state import running_controller
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,6 @@ def router() -> APIRouter:
 
     @routes.post(RELAY_PATH)
     async def relay(request: Request) -> JSONResponse:
-        receiver: RelayReceiver = request.app.state.controller.relay_receiver
-        return await receiver.handle(request)
+        return await running_controller(request).relay_receiver.handle(request)
 
     return routes

@@ -26,6 +26,7 @@ from app.intake import Intake
 from app.logs import job_log
 from app.metrics import Metrics
 from app.settings import WebhookSettings
+from app.state import running_controller
 from app.tags import ControllerTags
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,7 @@ def router() -> APIRouter:
 
     @routes.post("/webhooks/buildkite")
     async def buildkite_webhook(request: Request) -> JSONResponse:
-        webhooks: WebhookIntake = request.app.state.controller.webhooks
-        return await webhooks.handle(request)
+        return await running_controller(request).webhooks.handle(request)
 
     return routes
 

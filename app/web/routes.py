@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from app.jobs import is_uuid, normalise
 from app.ops import require_ops_token
+from app.state import running_controller
 from app.web.views import DEFAULT_RECENT, MAX_RECENT, duration, job_view, status_view
 
 # The form has one short field (the ops token); anything bigger is not our form.
@@ -53,9 +54,10 @@ def router(*, clock: Callable[[], float] = time.time) -> APIRouter:
 
     @routes.get("/", response_class=HTMLResponse)
     async def status_page(request: Request, fragment: str = "", recent: int = DEFAULT_RECENT) -> Response:
-        view = status_view(request.app.state.controller, now=clock(), recent=max(1, min(recent, MAX_RECENT)))
+        controller = running_controller(request)
+        view = status_view(controller, now=clock(), recent=max(1, min(recent, MAX_RECENT)))
         template = "_status.html" if fragment else "status.html"
-        needs_token = request.app.state.controller.settings.server.ops_token is not None
+        needs_token = controller.settings.server.ops_token is not None
         return _html(template, view=view, recent=recent, needs_token=needs_token)
 
     @routes.get("/jobs/{uuid}")
@@ -63,7 +65,7 @@ def router(*, clock: Callable[[], float] = time.time) -> APIRouter:
         wants_json = _prefers_json(request.headers.get("accept", ""))
         if not is_uuid(uuid):
             return _problem(400, "not a job UUID", wants_json=wants_json)
-        record = request.app.state.controller.jobs.get(normalise(uuid))
+        record = running_controller(request).jobs.get(normalise(uuid))
         if record is None:
             return _problem(404, "this replica has not seen this job (or forgot it)", wants_json=wants_json)
         job = job_view(record, now=clock())
@@ -84,7 +86,7 @@ def router(*, clock: Callable[[], float] = time.time) -> APIRouter:
             _require_ops_token(request, form.get("ops_token"))
         except HTTPException as exc:
             return _problem(exc.status_code, str(exc.detail), wants_json=False)
-        await request.app.state.controller.sweeper.sweep(trigger="status page")
+        await running_controller(request).sweeper.sweep(trigger="status page")
         return RedirectResponse("/", status_code=303)
 
     @routes.get("/static/{name}")
@@ -112,7 +114,7 @@ def _require_ops_token(request: Request, typed: object) -> None:
     """The ops endpoints' rule (``app.ops``): a browser cannot add an ``Authorization`` header to a form
     post, so the form may carry the token in its ``ops_token`` field instead; without one, the header
     or (with no token configured) a loopback client is required, exactly as for ``POST /reconcile``."""
-    configured = request.app.state.controller.settings.server.ops_token
+    configured = running_controller(request).settings.server.ops_token
     if configured is not None and isinstance(typed, str) and typed:
         if hmac.compare_digest(typed.encode(), configured.get_secret_value().encode()):
             return

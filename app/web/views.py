@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.jobs import JobRecord
+from app.jobs import JobRecord, Step
+
+if TYPE_CHECKING:  # app.main imports the routes, which import this module
+    from app.main import Controller
 
 # The status page lists this many ended jobs by default; ``?recent=`` may ask for up to MAX_RECENT.
 DEFAULT_RECENT = 20
@@ -75,8 +78,8 @@ class StatusView:
     recent: list[dict[str, Any]]
 
 
-def status_view(controller: Any, *, now: float, recent: int = DEFAULT_RECENT) -> StatusView:
-    """Everything the status page shows; ``controller`` is ``app.main.Controller``."""
+def status_view(controller: Controller, *, now: float, recent: int = DEFAULT_RECENT) -> StatusView:
+    """Everything the status page shows about the running ``controller``."""
     leadership = controller.elector.status()
     in_flight = sorted(controller.jobs.in_flight(), key=lambda r: r.first_seen)
     budget = controller.graphql.budget
@@ -124,7 +127,7 @@ def _row(record: JobRecord, *, now: float) -> dict[str, Any]:
     }
 
 
-def _describe(step: Any) -> str:
+def _describe(step: Step | None) -> str:
     if step is None:
         return ""
     return f"{step.what}: {step.detail}" if step.detail else str(step.what)
