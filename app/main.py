@@ -195,6 +195,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         policy=_policy(settings),
         is_leader=elector.is_leader,
         book=book,
+        redact=_own_secrets(settings),
     )
     creator = Creator(kube=kube, pod_config=settings.pod, metrics=metrics)
     admitter = Admitter(
@@ -369,6 +370,20 @@ def _policy(settings: Settings) -> LifecyclePolicy:
 
 def _default_identity() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def _own_secrets(settings: Settings) -> list[str | None]:
+    """The controller's credentials, redacted from container logs it copies into job logs."""
+    return [
+        _secret(value)
+        for value in (
+            settings.buildkite.token,
+            settings.buildkite.agent_token,
+            settings.webhook.secret,
+            settings.webhook.token,
+            settings.server.ops_token,
+        )
+    ]
 
 
 def _secret(value: SecretStr | None) -> str | None:
