@@ -70,6 +70,8 @@ def demo(tmp_path: Path) -> Iterator[tuple[Any, DemoRun]]:
         assert not errors, errors
 
 
+# The stack's start (a `serve` child process) and the jobs take a while on two busy cores.
+@pytest.mark.timeout(300)
 def test_status_page_in_chromium_follows_the_demo_jobs(demo: tuple[Any, DemoRun]) -> None:
     executable = chromium_path()
     sync_api = playwright_api()
