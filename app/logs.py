@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 _CONTEXT = ("job_uuid", "pod", "stage")
@@ -76,10 +76,10 @@ def configure(*, level: str = "info", fmt: str = "json") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class JobLog(logging.LoggerAdapter[logging.Logger]):
     """A logger adapter that stamps ``job_uuid``/``pod``/``stage`` on every line."""
 
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         extra: Mapping[str, Any] = self.extra or {}
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return msg, kwargs
