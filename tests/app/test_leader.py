@@ -20,6 +20,7 @@ from app.settings import LeaderSettings, Settings
 from app.simulate.kube_api import FakeKubeAPI
 from app.simulate.kube_client import kube_client_config
 from tests.app.kube_fixtures import gateway
+from tests.support import eventually
 
 
 class Clock:
@@ -246,14 +247,6 @@ class SlowReplies:
         return written
 
 
-async def poll(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 def test_three_replicas_in_real_time_never_lead_at_once_while_the_leader_is_answered_late() -> None:
     async def scenario(kube: FakeKubeAPI) -> None:
         switch: dict[str, Any] = {"delay": 1.6}
@@ -281,11 +274,13 @@ def test_three_replicas_in_real_time_never_lead_at_once_while_the_leader_is_answ
         tasks = [asyncio.create_task(e.run()) for e in electors]
         sampler = asyncio.create_task(sample())
         try:
-            await poll(lambda: len(leaders(*electors)) == 1, timeout=5, what="a first leader")
+            await eventually(lambda: len(leaders(*electors)) == 1, timeout=5, what="a first leader")
             [first] = leaders(*electors)
             switch["slow"] = first
-            await poll(lambda: switch.get("late", 0) >= 1, timeout=10, what="the late reply")
-            await poll(lambda: leaders(*electors) not in ([], [first]), timeout=5, what="a second leader")
+            await eventually(lambda: switch.get("late", 0) >= 1, timeout=10, what="the late reply")
+            await eventually(
+                lambda: leaders(*electors) not in ([], [first]), timeout=5, what="a second leader"
+            )
         finally:
             stop.set()
             for task in [*tasks, sampler]:

@@ -19,6 +19,7 @@ from app.simulate.kube_api import FakeKubeAPI
 from app.simulate.pytest_plugin import make_pod
 from app.watch import CONTROLLER_ID_LABEL, JOB_UUID_LABEL, PodWatch, label_selector
 from tests.app.kube_fixtures import gateway
+from tests.support import eventually
 
 NS = "buildkite"
 CONTROLLER = "ctl-a"
@@ -41,14 +42,6 @@ def put(kube: FakeKubeAPI, uuid: str, *, controller: str | None = CONTROLLER, na
 
 def set_phase(kube: FakeKubeAPI, uuid: str, phase: str) -> None:
     kube.modify("pods", f"buildkite-{uuid}", lambda pod: pod["status"].update(phase=phase), NS)
-
-
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 5) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
 
 
 def restarts(metrics: Metrics, cause: str) -> float:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from app.main import create_app
 from app.simulate.buildkite_server import FakeBuildkite
 from app.simulate.kube_api import FakeKubeAPI
 from app.simulate.webhook_sender import WebhookSender
+from tests.support import wait_until
 
 WEBHOOK_SECRET = "flow-test-webhook-secret"
 NAMESPACE = "buildkite"
@@ -71,18 +71,6 @@ class ControllerServer:
         self._server.should_exit = True
         self._thread.join(15)
         self._socket.close()
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Stack:

@@ -37,6 +37,7 @@ from tests.app.pods import (
     terminated,
     waiting,
 )
+from tests.support import eventually
 
 PULL = waiting("ImagePullBackOff", 'Back-off pulling image "no-such:1"')
 
@@ -455,13 +456,6 @@ def test_follower_that_takes_over_acts_at_once() -> None:
 # --- the loop itself, in real time ---------------------------------------------------------------------
 
 
-async def poll(predicate: Callable[[], bool], *, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
 def test_run_loop_wakes_on_a_pod_event_and_on_a_due_timer_without_one() -> None:
     start = time.monotonic()
 
@@ -473,7 +467,7 @@ def test_run_loop_wakes_on_a_pod_event_and_on_a_due_timer_without_one() -> None:
             loop = asyncio.create_task(h.runner.run())
             try:
                 h.kube.put_pod(pending_with(Ctr("container-0", "x y", waiting("InvalidImageName", "bad"))))
-                await poll(lambda: len(h.failer.calls) == 1)  # woken by the event
+                await eventually(lambda: len(h.failer.calls) == 1, "the failure")  # woken by the event
                 deleted_at: list[float] = []
                 delete = h.kube.delete_pod
 
@@ -483,7 +477,7 @@ def test_run_loop_wakes_on_a_pod_event_and_on_a_due_timer_without_one() -> None:
 
                 h.kube.delete_pod = timed_delete  # type: ignore[method-assign]
                 h.kube.put_pod(as_job(finished("Succeeded"), job_uuid(7)))
-                await poll(lambda: h.deleted_by("succeeded") == 1)  # woken by its timer
+                await eventually(lambda: h.deleted_by("succeeded") == 1, "the delete")  # woken by its timer
                 assert T0 + 90 <= deleted_at[0] < T0 + 90.5, "at the end of the retention"
             finally:
                 loop.cancel()
