@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -59,6 +60,7 @@ class Sweeper:
         is_leader: Callable[[], bool] = lambda: True,
         capacity_full: Callable[[], bool] = lambda: False,
         cluster_uuid: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         # cluster_uuid: list only this Buildkite cluster's jobs (None: every cluster's, as before).
         self._cluster_uuid = cluster_uuid
@@ -74,6 +76,8 @@ class Sweeper:
         self._lock = asyncio.Lock()
         self._trigger = asyncio.Event()
         self.last: SweepSummary | None = None
+        self.last_at: float | None = None  # unix time ``last`` was made, for the status page
+        self._wall = wall_clock
 
     def trigger(self) -> None:
         self._trigger.set()
@@ -99,10 +103,10 @@ class Sweeper:
             except BuildkiteError as exc:
                 self._metrics.graphql_errors.labels("sweep").inc()
                 log.warning("sweep failed: %s", exc)
-                self.last = SweepSummary(error=str(exc))
+                self.last, self.last_at = SweepSummary(error=str(exc)), self._wall()
                 return self.last
             summary = await self._hand_over(records, wait_seconds=wait_seconds)
-            self.last = summary
+            self.last, self.last_at = summary, self._wall()
             log.info("sweep (%s): %s", trigger, summary.as_dict())
             return summary
 

@@ -107,7 +107,11 @@ def status_view(controller: Controller, *, now: float, recent: int = DEFAULT_REC
             if budget is not None
             else None
         ),
-        last_sweep=last.as_dict() if last is not None else None,
+        last_sweep=(
+            {**last.as_dict(), "ago_seconds": _ago(controller.sweeper.last_at, now=now)}
+            if last is not None
+            else None
+        ),
         jobs_in_flight=[_row(record, now=now) for record in in_flight],
         recent=[_row(record, now=now) for record in controller.jobs.recent(recent)],
     )
@@ -125,6 +129,10 @@ def _row(record: JobRecord, *, now: float) -> dict[str, Any]:
         "reason": record.reason,
         "last_step": _describe(last),
     }
+
+
+def _ago(at: float | None, *, now: float) -> float | None:
+    return None if at is None else max(0.0, now - at)
 
 
 def _describe(step: Step | None) -> str:

@@ -24,6 +24,7 @@ from app.web import router
 @dataclass
 class StubSweeper:
     last: SweepSummary | None = None
+    last_at: float | None = None
     triggers: list[str] = field(default_factory=list)
 
     async def sweep(self, *, trigger: str, wait_seconds: float = 0) -> SweepSummary:

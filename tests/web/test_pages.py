@@ -157,12 +157,13 @@ def test_status_page_shows_role_capacity_budget_sweep_jobs_in_flight_and_outcome
     stand_in.jobs.sighted(OTHER, source="sweep")
     tick(stand_in, 2.5)
     stand_in.sweeper.last = SweepSummary(seen=7, queued=2, unannounced=1)
+    stand_in.sweeper.last_at = stand_in.clock.now - 42
     page = call(stand_in, "GET", "/").text
     assert _text(page, "role") == "leader"
     assert _text(page, "leader").startswith("this replica")
     assert _text(page, "in-flight") == "2 of 10"
     assert _text(page, "budget") == "19000 of 20000 points left"
-    assert _text(page, "last-sweep") == "found 7 scheduled, 2 new, 1 unannounced"
+    assert _text(page, "last-sweep") == "found 7 scheduled, 2 new, 1 unannounced (42 s ago)"
     in_flight = _table(page, "in-flight-jobs")
     assert (
         [row[0] for row in in_flight] == [OTHER] and in_flight[0][1] == "seen" and in_flight[0][2] == "2.5 s"
@@ -179,6 +180,13 @@ def test_a_follower_names_the_leader_it_read_from_the_lease() -> None:
     page = call(stand_in, "GET", "/").text
     assert _text(page, "role") == "follower"
     assert _text(page, "leader").startswith("replica-b (http://10.0.0.7:8080)")
+
+
+def test_a_failed_sweep_shows_its_error() -> None:
+    stand_in = controller()
+    stand_in.sweeper.last = SweepSummary(error="GraphQL: HTTP 502 <b>bad gateway</b>")
+    page = call(stand_in, "GET", "/").text
+    assert _text(page, "last-sweep") == "failed: GraphQL: HTTP 502 &lt;b&gt;bad gateway&lt;/b&gt;"
 
 
 def test_the_fragment_is_only_the_part_the_script_replaces() -> None:

@@ -6,6 +6,7 @@ the story in order, as the controller lived it, through ``GET /jobs/{uuid}``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,3 +115,4 @@ def test_the_html_trail_of_a_real_job_shows_its_steps(tmp_path: Path) -> None:
         assert f"buildkite-{uuid}" in page.text and '<td class="what">confirmed</td>' in page.text
         status = stack.get("/")
         assert status.status_code == 200 and f'href="/jobs/{uuid}"' in status.text
+        assert re.search(r'id="last-sweep">\s*found \d+ scheduled.*\(\d+\.\d s ago\)', status.text, re.S)
