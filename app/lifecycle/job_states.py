@@ -158,14 +158,19 @@ class JobStateCheck:
             answer = await self._source.job_states(chunk)
         except BuildkiteError as exc:
             log.warning("job state check for %d jobs failed: %s; asking again next round", len(chunk), exc)
-            for key in chunk:
+            for key in self._still_tracked(chunk):
                 self._wanted.setdefault(key, None)
             return {}
         states = {key.lower(): str(value).lower() for key, value in answer.items() if isinstance(key, str)}
-        learned = {key: states.get(key, UNKNOWN_STATE) for key in chunk}
+        learned = {key: states.get(key, UNKNOWN_STATE) for key in self._still_tracked(chunk)}
         for key, state in learned.items():
             self._states[key] = (state, now)
         return learned
+
+    def _still_tracked(self, chunk: list[str]) -> list[str]:
+        # A job forgotten while its request was out (its last pod went) lost its ``asked_at`` too; an
+        # answer for it must not bring it back: nothing would ever forget it again.
+        return [key for key in chunk if key in self._asked_at]
 
 
 def budget_stretch(source: object) -> float:
