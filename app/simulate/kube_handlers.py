@@ -4,7 +4,8 @@
 `(status code, JSON body)`. It implements the apiserver's semantics on top of `Store`: validation on
 every write, optimistic concurrency (a stale `metadata.resourceVersion` is a 409 Conflict), the three
 patch types, the pods/status and pods/binding subresources, graceful pod deletion, and paginated,
-selector-filtered lists.
+selector-filtered lists. `pods/log` serves what the simulated kubelet's scripts print
+(`app.simulate.kubelet_script`), as the kubelet would through the apiserver.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.simulate.kube_selectors import object_filter
 from app.simulate.kube_status import ApiError, Cause
 from app.simulate.kube_store import Clock, Store
 from app.simulate.kube_validation import schema_causes, validate_metadata, validate_pod, validate_pod_update
+from app.simulate.kubelet_script import ScriptError, script_for
 
 Json = dict[str, Any]
 Result = tuple[int, Json]
@@ -234,6 +236,54 @@ class Handlers:
         )
         return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
+    def log(self, call: Call) -> bytes:
+        """``GET pods/{name}/log``: a container's scripted output, with the kubelet's query semantics.
+
+        ``tailLines`` first, then ``limitBytes`` from the start of that tail (so a cut drops the end, as
+        the kubelet's does). 404 when the pod is gone; 400 for an unknown container, one that has not
+        started, or ``previous`` without a previous instance — worded as the real apiserver words them.
+        """
+        pod = self._existing(call)
+        container = self._log_container(pod, call.query.get("container", ""))
+        status = _container_status(pod, container)
+        state = status.get("state") or {}
+        if call.query.get("previous", "").lower() in ("true", "1"):
+            if not (status.get("lastState") or {}).get("terminated"):
+                raise kube_status.bad_request(
+                    f'previous terminated container "{container}" in pod "{call.name}" not found'
+                )
+        elif not (state.get("running") or state.get("terminated")):
+            reason = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
+            raise kube_status.bad_request(
+                f'container "{container}" in pod "{call.name}" is waiting to start: {reason}'
+            )
+        try:
+            output = script_for(pod).containers[container].output(container)
+        except (ScriptError, KeyError):
+            output = b""  # a malformed script prints nothing; the kubelet reports it as an event
+        tail = _int_param(call.query, "tailLines")
+        limit = _int_param(call.query, "limitBytes")
+        if (tail is not None and tail < 0) or (limit is not None and limit <= 0):
+            raise kube_status.bad_request("tailLines must be >= 0 and limitBytes > 0")
+        if tail is not None:
+            lines = output.splitlines(keepends=True)
+            output = b"".join(lines[len(lines) - tail :]) if tail else b""
+        return output[:limit] if limit is not None else output
+
+    def _log_container(self, pod: Json, name: str) -> str:
+        spec = pod.get("spec") or {}
+        names = [c["name"] for key in ("initContainers", "containers") for c in spec.get(key) or []]
+        if not name and len(spec.get("containers") or []) == 1:
+            return str(spec["containers"][0]["name"])
+        pod_name = pod["metadata"]["name"]
+        if not name:
+            raise kube_status.bad_request(
+                f"a container name must be specified for pod {pod_name}, choose one of: {names}"
+            )
+        if name not in names:
+            raise kube_status.bad_request(f"container {name} is not valid for pod {pod_name}")
+        return name
+
     def delete(self, call: Call) -> Result:
         options = call.body if isinstance(call.body, dict) else {}
         preconditions = options.get("preconditions") or {}
@@ -272,6 +322,12 @@ def unsupported_patch_type() -> ApiError:
     accepted = ", ".join(PATCH_TYPES)
     message = f"the body of the request was in an unknown format - accepted media types include: {accepted}"
     return ApiError(415, message, "UnsupportedMediaType")
+
+
+def _container_status(pod: Json, name: str) -> Json:
+    status = pod.get("status") or {}
+    entries = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    return next((s for s in entries if isinstance(s, dict) and s.get("name") == name), {})
 
 
 def _key(obj: Json) -> str:

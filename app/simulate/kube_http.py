@@ -67,7 +67,7 @@ def _resource_list(group_version: str, table: dict[str, ResourceType]) -> dict[s
         )
         for sub in sorted(SUBRESOURCES.get(rtype.plural, ())):
             kind = "Binding" if sub == "binding" else rtype.kind
-            verbs = ["create"] if sub == "binding" else ["get", "patch", "update"]
+            verbs = {"binding": ["create"], "log": ["get"]}.get(sub, ["get", "patch", "update"])
             resources.append(
                 {
                     "name": f"{rtype.plural}/{sub}",
@@ -141,6 +141,8 @@ def parse_path(
 def _verb(method: str, has_name: bool, sub: str, query: dict[str, str]) -> str:
     if sub == "binding":
         verbs = {"POST": "create"}
+    elif sub == "log":
+        verbs = {"GET": "get"}
     elif has_name:
         verbs = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
     else:
@@ -221,6 +223,8 @@ class KubeHttp:
         )
         if verb == "watch":
             return self._watch(call)
+        if sub == "log":
+            return Response(self.handlers.log(call), media_type="text/plain")
         status, body = self._dispatch(call)
         return json_response(status, body)
 

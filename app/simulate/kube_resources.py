@@ -61,7 +61,7 @@ COORDINATION: dict[str, ResourceType] = {
 }
 GROUPS: dict[str, dict[str, ResourceType]] = {"": CORE, "coordination.k8s.io": COORDINATION}
 
-SUBRESOURCES: dict[str, frozenset[str]] = {"pods": frozenset({"status", "binding"})}
+SUBRESOURCES: dict[str, frozenset[str]] = {"pods": frozenset({"status", "binding", "log"})}
 
 
 def resource_type(plural: str, group: str = "") -> ResourceType | None:

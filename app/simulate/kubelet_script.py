@@ -8,6 +8,9 @@ raises `ScriptError` (the kubelet reports it as a Warning event and falls back t
 
 Annotation tokens (space or comma separated): `ticks=N` (run N ticks), `forever` (run until deleted),
 `exit=N`, `oom` (terminated with reason OOMKilled, exit 137), `pull-fail` (ErrImagePull/ImagePullBackOff).
+What a container prints (its log, served by the fake apiserver's `pods/{name}/log`): `log=N` writes N
+numbered lines (`<container> line i of N`), then each `say=<text>` one line, in order; `<text>` is
+percent-decoded (`say=token%3D%20abc` prints `token= abc`), so it may hold spaces, commas or bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 ANNOTATION_PREFIX = "kubelet.simulate/"
 CONTAINER_KEY = ANNOTATION_PREFIX + "container."
@@ -34,6 +38,14 @@ class ContainerScript:
     exit_code: int = 0
     oom_killed: bool = False
     pull_fails: bool = False
+    log_lines: int = 0  # numbered lines printed first
+    says: tuple[bytes, ...] = ()  # then these lines
+
+    def output(self, container: str) -> bytes:
+        """Everything the container prints, each line ending in a newline."""
+        total = self.log_lines
+        numbered = (f"{container} line {i} of {total}".encode() for i in range(1, total + 1))
+        return b"".join(line + b"\n" for line in (*numbered, *self.says))
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,10 @@ def parse_container_annotation(text: str, base: ContainerScript) -> ContainerScr
             script = replace(script, oom_killed=True, exit_code=137)
         elif token == "pull-fail":
             script = replace(script, pull_fails=True)
+        elif key == "log" and value:
+            script = replace(script, log_lines=_int(token, value, minimum=0))
+        elif key == "say":
+            script = replace(script, says=(*script.says, unquote_to_bytes(value)))
         else:
             raise ScriptError(f"unknown simulation token {token[:40]!r}")
     return script

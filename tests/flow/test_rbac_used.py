@@ -1,7 +1,8 @@
 """The Role in deploy/ grants exactly what the code calls: measured on the wire, not read from the code.
 
 A controller runs through every path that touches the Kubernetes API — create (with a PodTemplate),
-watch, an image-pull failure (events, annotation, delete), a cancel, leader election — and the fake
+watch, an image-pull failure (events, annotation, delete), an init-container failure (its log), a cancel,
+leader election — and the fake
 apiserver records each (verb, resource) it served. Every one must be in ``REQUIRED_RBAC`` (which
 tests/deploy checks against the Role), and every entry of ``REQUIRED_RBAC`` must have been used.
 """
@@ -34,12 +35,13 @@ def test_the_controller_uses_exactly_the_rbac_it_declares(tmp_path: Path) -> Non
         templated = stack.buildkite.add_job(plugins=[{"kubernetes": {"podTemplate": "base"}}])
         failing = stack.buildkite.add_job()
         cancelled = stack.buildkite.add_job()
-        for uuid in (templated, failing, cancelled):
+        init_failing = stack.buildkite.add_job()
+        for uuid in (templated, failing, cancelled, init_failing):
             stack.scheduled(uuid)
         wait_until(
-            lambda: all(stack.pod_for(u) for u in (templated, failing, cancelled)),
+            lambda: all(stack.pod_for(u) for u in (templated, failing, cancelled, init_failing)),
             timeout=10,
-            what="three pods",
+            what="four pods",
         )
 
         def image_pull_failure(pod: dict) -> None:  # type: ignore[type-arg]
@@ -60,7 +62,14 @@ def test_the_controller_uses_exactly_the_rbac_it_declares(tmp_path: Path) -> Non
                 ],
             }
 
+        def init_failure(pod: dict) -> None:  # type: ignore[type-arg]
+            first = pod["spec"]["initContainers"][0]
+            exited = {"terminated": {"exitCode": 1, "reason": "Error"}}
+            status = {"name": first["name"], "image": first["image"], "ready": False, "restartCount": 0}
+            pod["status"] = {"phase": "Failed", "initContainerStatuses": [status | {"state": exited}]}
+
         stack.kube.modify("pods", f"buildkite-{failing}", image_pull_failure, namespace=NAMESPACE)
+        stack.kube.modify("pods", f"buildkite-{init_failing}", init_failure, namespace=NAMESPACE)
         stack.buildkite.cancel(cancelled)
         stack.sender.send_job_event("job.finished", stack.buildkite.job(cancelled))
         wait_until(
@@ -69,6 +78,9 @@ def test_the_controller_uses_exactly_the_rbac_it_declares(tmp_path: Path) -> Non
             what="the failed and the cancelled pod deleted",
         )
         wait_until(lambda: stack.kube.request_count("update", "leases"), timeout=10, what="a lease renewal")
+        wait_until(
+            lambda: stack.buildkite.job(init_failing).state == "finished", timeout=10, what="init failure"
+        )
 
         used = {
             (GROUPS.get(resource, ""), resource, verb)
