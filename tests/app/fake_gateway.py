@@ -30,6 +30,7 @@ class FakeGateway:
         self.events: dict[str, list[Json]] = defaultdict(list)
         self.templates: dict[str, Json] = {}
         self.leases: dict[str, Json] = {}
+        self.logs: dict[tuple[str, str], bytes] = {}  # (pod, container) -> what it printed
         self.calls: list[tuple[str, Any]] = []
         self.faults: dict[str, list[KubeError]] = defaultdict(list)
         self._log: list[tuple[int, str, Json]] = []  # (resourceVersion, type, object) for watchers
@@ -116,6 +117,23 @@ class FakeGateway:
     async def list_events(self, involved_name: str) -> list[Json]:
         self._enter("list_events", involved_name)
         return copy.deepcopy(self.events.get(involved_name, []))
+
+    async def read_pod_log(
+        self,
+        name: str,
+        container: str,
+        *,
+        tail_lines: int,
+        limit_bytes: int,
+        previous: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> bytes:
+        """``logs[(name, container)]``, tailLines then limitBytes as the kubelet; 404 if the pod is gone."""
+        self._enter("read_pod_log", (name, container, tail_lines, limit_bytes, previous))
+        if name not in self.pods:
+            raise NotFound(404, "NotFound", f'pods "{name}" not found')
+        lines = self.logs.get((name, container), b"").splitlines(keepends=True)
+        return b"".join(lines[-tail_lines:])[:limit_bytes]
 
     async def get_lease(self, name: str) -> Json | None:
         self._enter("get_lease", name)

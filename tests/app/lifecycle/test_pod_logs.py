@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 from app.errors import Forbidden, Invalid, KubeError, KubeUnavailable, NotFound
-from app.lifecycle.messages import MAX_DETAIL_BYTES, MAX_FAILURE_LOG_BYTES, compose_detail
+from app.jobs import JobBook
+from app.lifecycle.actions import LifecycleActions
+from app.lifecycle.decide import FailJob
+from app.lifecycle.failures import failed_init_containers
+from app.lifecycle.messages import (
+    MAX_DETAIL_BYTES,
+    MAX_FAILURE_LOG_BYTES,
+    compose_detail,
+    init_failure_message,
+)
 from app.lifecycle.pod_logs import (
     INDENT,
     LOGS_HEADLINE,
@@ -29,8 +38,21 @@ from app.lifecycle.pod_logs import (
     secrets_to_redact,
     tail_lines,
 )
+from app.metrics import Metrics
 from app.podview import PodView
-from tests.app.pods import AGENT_IMAGE, POD_NAME, T0, Ctr, default_init, pod, running, terminated, waiting
+from tests.app.fake_gateway import FakeFailer, FakeGateway
+from tests.app.pods import (
+    AGENT_IMAGE,
+    JOB_UUID,
+    POD_NAME,
+    T0,
+    Ctr,
+    default_init,
+    pod,
+    running,
+    terminated,
+    waiting,
+)
 
 AGENT_TOKEN = "agent-token-0123456789abcdef"
 
@@ -376,3 +398,66 @@ async def test_an_evicted_pods_waiting_container_is_noted_as_never_started() -> 
     gateway = LogGateway()
     logs = await reader(gateway).read(view(raw))
     assert gateway.calls == [] and logs.logs[0].unavailable == "the container never started"
+
+
+# --- in the failure report (LifecycleActions.fail) -----------------------------------------------
+
+
+def actions_with(
+    kube: FakeGateway, failer: FakeFailer, book: JobBook, reader: PodLogReader
+) -> LifecycleActions:
+    return LifecycleActions(
+        kube=kube,
+        failer=failer,
+        metrics=Metrics(),
+        abort_grace_seconds=5,
+        logs=reader,
+        book=book,
+        clock=lambda: T0,
+    )
+
+
+def failing_init() -> tuple[FakeGateway, FakeFailer, JobBook, PodView]:
+    kube, failer, book = FakeGateway(), FakeFailer(), JobBook(replica="r")
+    raw = kube.put_pod(init_failed_pod())
+    book.sighted(JOB_UUID, source="webhook")
+    return kube, failer, book, view(raw)
+
+
+def fail_action(pod_view: PodView) -> FailJob:
+    return FailJob(
+        "init_container", init_failure_message(failed_init_containers(pod_view)), then_delete=False
+    )
+
+
+@sync
+async def test_the_failure_report_carries_the_log_and_the_trail_says_how_much() -> None:
+    kube, failer, book, pod_view = failing_init()
+    printed = numbered(200) + f"leaked {AGENT_TOKEN}\n".encode()
+    kube.logs[(POD_NAME, "copy-agent")] = printed
+    actions = actions_with(kube, failer, book, PodLogReader(kube, limits=LogLimits(), secrets=[AGENT_TOKEN]))
+    assert await actions.fail(pod_view, fail_action(pod_view)) == "failed"
+    ((_, reason, message),) = failer.calls
+    assert reason == "init_container" and message.startswith("The following init containers failed:")
+    assert "+++ init container copy-agent (exit code 1, reason Error): last 50 lines:" in message
+    assert message.endswith("  line 200\n  leaked [REDACTED]") and AGENT_TOKEN not in message
+    record = book.get(JOB_UUID)
+    assert record is not None
+    (step,) = [s for s in record.trail if s.what == "logs"]
+    attached = len(message.partition(LOGS_HEADLINE)[2].encode()) + len(LOGS_HEADLINE.encode())
+    read = len(b"".join(printed.splitlines(keepends=True)[-50:]))
+    assert step.detail.startswith(f"read {read} bytes, attached {attached} bytes (copy-agent: {read} bytes)")
+
+
+@sync
+async def test_a_crashing_log_reader_never_stops_the_job_from_being_failed() -> None:
+    kube, failer, book, pod_view = failing_init()
+
+    class Broken(PodLogReader):
+        async def read(self, pod: PodView) -> PodLogs:
+            raise RuntimeError("bug")
+
+    actions = actions_with(kube, failer, book, Broken(kube, limits=LogLimits()))
+    assert await actions.fail(pod_view, fail_action(pod_view)) == "failed"
+    ((_, _, message),) = failer.calls
+    assert LOGS_HEADLINE not in message and "init containers failed" in message
