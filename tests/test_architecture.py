@@ -46,12 +46,14 @@ ALLOWED_FAKES = {
     # `demo` runs the fakes beside the real controller (a `serve` child process), as `simulate` does.
     "app/cli/demo.py": {"app.simulate.webhook_payloads"},
     "app/cli/demo_stack.py": {
+        "app.simulate.buildkite_server",
         "app.simulate.kubelet",
         "app.simulate.kubelet_script",
         "app.simulate.process",
         "app.simulate.stack",
         "app.simulate.webhook_sender",
     },
+    "app/cli/demo_jobs.py": {"app.simulate.buildkite_server"},  # a type annotation only
 }
 
 

@@ -15,9 +15,10 @@ import argparse
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -27,12 +28,16 @@ from rich.text import Text
 from app.cli.demo_progress import MILESTONES, JobProgress
 from app.cli.pipeline import PipelineError, pipeline_slug
 
+if TYPE_CHECKING:  # imported in run(): they need the `simulate` extra
+    from app.cli.demo_jobs import DemoRun
+    from app.cli.demo_stack import DemoStack
+
 POLL_SECONDS = 0.25
 # Piped output gets this many columns: the table and the failure reasons stay readable in a log.
 WIDE_OUTPUT = 120
 
 
-def add_demo_command(commands: Any) -> None:
+def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``demo`` on the ``buildkite-controller`` command's subparsers."""
     parser = commands.add_parser(
         "demo", help="run an example pipeline through the controller against a simulated cluster"
@@ -110,7 +115,7 @@ def run(namespace: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def _observe(stack: Any, demo: Any, progress: list[JobProgress]) -> None:
+def _observe(stack: DemoStack, demo: DemoRun, progress: list[JobProgress]) -> None:
     from app.simulate.webhook_payloads import rest_state
 
     pods = demo.step()
@@ -187,7 +192,7 @@ def _summary(progress: list[JobProgress], *, elapsed: float, timeout: float) -> 
     return Group(*lines)
 
 
-def _setter(event: threading.Event) -> Any:
+def _setter(event: threading.Event) -> Callable[[int, FrameType | None], None]:
     def handle(_signum: int, _frame: FrameType | None) -> None:
         event.set()
 

@@ -22,8 +22,9 @@ import httpx
 
 from app.cli.pipeline import expand_pipeline
 
-if TYPE_CHECKING:  # for the annotation only: demo_stack imports the fakes
+if TYPE_CHECKING:  # for the annotations only: demo_stack imports the fakes
     from app.cli.demo_stack import DemoStack
+    from app.simulate.buildkite_server import FakeBuildkite
 
 BROKEN_IMAGE = "registry.example.com/team/does-not-exist:1.0"  # DEFAULT_RULES: the pull fails
 WAITING_IMAGE = "registry.example.com/team/huge-image:latest"  # demo_stack: never finishes starting
@@ -84,7 +85,7 @@ def demo_jobs(pipeline: Path, *, queue: str) -> list[DemoJob]:
     return jobs
 
 
-def schedule(buildkite: Any, job: DemoJob, *, pipeline_slug: str) -> str:
+def schedule(buildkite: FakeBuildkite, job: DemoJob, *, pipeline_slug: str) -> str:
     """Add the job to the fake Buildkite (which sends its ``job.scheduled`` webhook); returns its UUID."""
     fields: dict[str, Any] = {
         "command": job.command,

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from app.simulate.buildkite_server import FakeBuildkite
 from app.simulate.kubelet import SimulatedKubelet
 from app.simulate.kubelet_script import DEFAULT_RULES, ContainerScript, ImageRule
 from app.simulate.process import controller_env, spawn, terminate
@@ -81,7 +82,7 @@ class DemoStack:
         self.stop()
 
     @property
-    def buildkite(self) -> Any:
+    def buildkite(self) -> FakeBuildkite:
         return self.simulation.buildkite
 
     def start(self) -> Endpoints:

@@ -30,7 +30,7 @@ from podspec import BuildError, BuiltPod, PodConfig, build, pod_template_name
 PROG = "buildkite-controller"
 
 
-def add_render_commands(subparsers: Any) -> None:
+def add_render_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``render`` and ``lint`` to the CLI's subcommands (called by ``app.cli.build_parser``)."""
     render = subparsers.add_parser("render", help="print the Pod manifests a pipeline's command steps get")
     _common_arguments(render)

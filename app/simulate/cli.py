@@ -17,11 +17,11 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
 
-def add_simulate_command(commands: Any) -> None:
+def add_simulate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `simulate` on the `buildkite-controller` command's subparsers."""
     parser = commands.add_parser("simulate", help="serve a fake cluster and a fake Buildkite on loopback")
     parser.add_argument("--kube-port", type=_port, default=0, help="fake kube-apiserver port (0 = any)")
@@ -75,7 +75,7 @@ def run(namespace: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def _setter(event: threading.Event) -> Any:
+def _setter(event: threading.Event) -> Callable[[int, FrameType | None], None]:
     def handle(_signum: int, _frame: FrameType | None) -> None:
         event.set()
 
