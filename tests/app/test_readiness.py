@@ -119,7 +119,7 @@ async def running(kube: FakeGateway, identity: str, scenario: Scenario) -> None:
         app = create_app(settings(identity), kube=kube, http=http)
         async with app.router.lifespan_context(app), controller_client(app) as client:
             controller: Controller = app.state.controller
-            await eventually(controller.watch.synced.is_set, "pod watch synced")
+            await eventually(controller.watch.synced.is_set, "pod watch synced", timeout=20)
             await scenario(controller, client, outside)
 
 
@@ -155,7 +155,9 @@ def test_a_follower_without_graphql_for_hours_stays_ready_and_takes_webhooks() -
     kube.leases[LEASE] = lease_held_by("replica-a")
 
     async def scenario(controller: Controller, client: httpx.AsyncClient, outside: Outside) -> None:
-        await eventually(lambda: controller.elector.status().holder == "replica-a", "the Lease read")
+        await eventually(
+            lambda: controller.elector.status().holder == "replica-a", "the Lease read", timeout=20
+        )
         assert not controller.is_leader()
 
         # Never asked GraphQL, then last answered four hours ago: Ready both times.
@@ -178,7 +180,9 @@ def test_a_follower_without_graphql_for_hours_stays_ready_and_takes_webhooks() -
         body, headers = scheduled_webhook(JOB)
         response = await client.post("/webhooks/buildkite", content=body, headers=headers)
         assert response.status_code == 202, response.text
-        relayed = await eventually(lambda: outside.to("10.0.0.7"), "the job relayed to the leader")
+        relayed = await eventually(
+            lambda: outside.to("10.0.0.7"), "the job relayed to the leader", timeout=20
+        )
         assert json.loads(relayed[0].content)["jobs"] == [JOB]
         assert outside.to("graphql.buildkite.test") == []  # the follower never needed GraphQL
 
@@ -189,7 +193,9 @@ def test_a_lease_rbac_refuses_makes_the_replica_not_ready_and_names_the_missing_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def scenario(controller: Controller, client: httpx.AsyncClient, outside: Outside) -> None:
-        await eventually(lambda: not controller.is_ready()["lease_allowed"], "the Lease refusal noticed")
+        await eventually(
+            lambda: not controller.is_ready()["lease_allowed"], "the Lease refusal noticed", timeout=20
+        )
         checks = controller.is_ready()
         assert checks == {
             "accepting": True,
