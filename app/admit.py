@@ -63,9 +63,10 @@ class RecheckStage(Protocol):
 
 
 class FailStage(Protocol):
+    # app.fail.JobFailer answers with a FailOutcome, a StrEnum: compared by its value.
     async def fail(
         self, uuid: str, *, reason: str, message: str, detected_at: float | None = None
-    ) -> object: ...
+    ) -> str: ...
 
 
 @dataclass(order=True, slots=True)
@@ -363,6 +364,6 @@ class Admitter:
         heapq.heappush(self._ready, _Queued((-job.priority, next(self._seq)), job))
 
 
-def _reported(outcome: object) -> bool:
-    """Whether ``JobFailer.fail`` failed the job in Buildkite (its outcome is an enum or a string)."""
-    return str(getattr(outcome, "value", outcome)).lower() == "failed"
+def _reported(outcome: str) -> bool:
+    """Whether ``JobFailer.fail`` failed the job in Buildkite."""
+    return outcome.lower() == "failed"

@@ -131,6 +131,6 @@ class Confirmer:
 
     def _record_budget(self) -> None:
         budget = self._graphql.budget
-        remaining = getattr(budget, "remaining", None)
+        remaining = budget.remaining if budget is not None else None
         if remaining is not None:
             self._metrics.graphql_budget.set(remaining)

@@ -40,9 +40,9 @@ AGENT_HOLDS = frozenset({"held_by_another"})
 SETTLED_OUTCOMES = POD_MAY_GO | AGENT_HOLDS
 
 
-def _outcome_name(outcome: object) -> str:
-    """``JobFailer.fail`` answers with an enum or a plain string; both compare by value here."""
-    return str(getattr(outcome, "value", outcome)).lower()
+def _outcome_name(outcome: str) -> str:
+    """``JobFailer.fail`` answers with a ``FailOutcome``, a StrEnum: compared by its value here."""
+    return outcome.lower()
 
 
 class JobFailing(Protocol):
@@ -50,7 +50,7 @@ class JobFailing(Protocol):
 
     async def fail(
         self, uuid: str, *, reason: str, message: str, detected_at: float | None = None
-    ) -> object: ...
+    ) -> str: ...
 
 
 class LifecycleActions:
