@@ -116,3 +116,17 @@ def test_the_html_trail_of_a_real_job_shows_its_steps(tmp_path: Path) -> None:
         status = stack.get("/")
         assert status.status_code == 200 and f'href="/jobs/{uuid}"' in status.text
         assert re.search(r'id="last-sweep">\s*found \d+ scheduled.*\(\d+\.\d s ago\)', status.text, re.S)
+
+
+def test_a_hostile_image_in_a_real_job_is_shown_escaped(tmp_path: Path) -> None:
+    # The step's image is the job author's text; the controller fails the job quoting it.
+    hostile = 'x"><script>alert(1)</script>'
+    with running_stack(tmp_path) as stack:
+        uuid = stack.buildkite.add_job(image=hostile)
+        stack.scheduled(uuid)
+        job = wait_until(lambda: ended(stack, uuid), timeout=20, what="the job failed")
+        assert job["stage"] == "failed" and hostile in job["reason"], steps(job)
+        for path in (f"/jobs/{uuid}", "/"):
+            page = stack.http.get(stack.controller.url + path, headers={"Accept": "text/html"}).text
+            assert "<script>alert(1)" not in page
+            assert "x&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page, path
