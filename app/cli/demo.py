@@ -81,7 +81,11 @@ def run(namespace: argparse.Namespace) -> int:
     try:
         with console.status("Starting the fake Buildkite, the fake cluster and the controller…"):
             starting = time.monotonic()
-            endpoints = stack.start()
+            try:
+                endpoints = stack.start()
+            except (RuntimeError, OSError) as exc:  # the controller did not come up: say why
+                console.print(f"buildkite-controller demo: {exc}", soft_wrap=True)
+                return 1
         console.print(f"Started the fakes and the controller in {time.monotonic() - starting:.1f} s")
         console.print(f"Status page: [bold]{endpoints.controller}/[/bold]")
         console.print(f"Controller log: {stack.controller_log}")

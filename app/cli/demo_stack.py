@@ -73,6 +73,7 @@ class DemoStack:
         self.controller_log = self.workdir / "controller.log"
         self.http = httpx.Client(timeout=10)
         self.endpoints: Endpoints | None = None
+        self._simulation_started = False
 
     def __enter__(self) -> DemoStack:
         self.start()
@@ -93,7 +94,8 @@ class DemoStack:
             raise
 
     def _start(self) -> Endpoints:
-        info = self.simulation.start()
+        info = self.simulation.start()  # stops what it started if it fails
+        self._simulation_started = True
         self.kubelet = SimulatedKubelet(
             info["kube_url"],
             namespace=NAMESPACE,
@@ -129,7 +131,9 @@ class DemoStack:
         if self.kubelet is not None:
             self.kubelet.close()
             self.kubelet = None
-        self.simulation.stop()
+        if self._simulation_started:
+            self.simulation.stop()
+            self._simulation_started = False
         self.http.close()
 
     # -- what the demo observes -----------------------------------------------------------------------

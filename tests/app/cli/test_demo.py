@@ -150,3 +150,16 @@ def _label(row: str) -> str:
 def _controller_log(tmp_path: Path) -> str:
     log = tmp_path / "demo" / "controller.log"
     return log.read_text()[-3000:] if log.exists() else "(no controller log)"
+
+
+def test_demo_says_why_when_the_controller_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import app.cli.demo_stack as demo_stack
+    from app.cli import main
+
+    bad = {**demo_stack.CONTROLLER_SETTINGS, "log-format": "not-a-format"}
+    monkeypatch.setattr(demo_stack, "CONTROLLER_SETTINGS", bad)
+    assert main(["demo", "--workdir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "the controller exited with status 2" in out and "log-format" in out, out
