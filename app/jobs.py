@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-# Long enough to outlive any pod of ours (agent-stack-k8s' default activeDeadlineSeconds is 6 h), so
-# a job whose pod we saw is never created again while Buildkite may still list it.
+# Counted from the last sighting of the job's pod (its deletion): long enough for any late webhook or
+# stale sweep page to have passed (and agent-stack-k8s' default activeDeadlineSeconds is 6 h), so a job
+# whose pod we saw is never created again while Buildkite may still list it.
 TOMBSTONE_SECONDS = 6 * 3600.0
 # Ended records keep their trail this long (and at most ``max_ended``), for duplicates and operators.
 ENDED_KEEP_SECONDS = 600.0
@@ -153,7 +154,7 @@ class JobBook:
         self._wall = wall_clock
         self._active: dict[str, JobRecord] = {}
         self._ended: OrderedDict[str, JobRecord] = OrderedDict()  # oldest end first
-        self._tombstones: OrderedDict[str, float] = OrderedDict()  # uuid -> pod first seen (monotonic)
+        self._tombstones: OrderedDict[str, float] = OrderedDict()  # uuid -> pod last seen (monotonic)
         self._change: asyncio.Future[None] | None = None
 
     # --- reading --------------------------------------------------------------------------------------
@@ -221,7 +222,9 @@ class JobBook:
         """The pod watch saw a pod of ``uuid``: tombstone it, follow its phase, end it when it is gone."""
         key = normalise(uuid)
         now = self._clock()
-        self._tombstones.setdefault(key, now)
+        # From the last sighting, oldest first: a pod that outlives the TTL still leaves a full one behind.
+        self._tombstones[key] = now
+        self._tombstones.move_to_end(key)
         record = self.get(key)
         if record is None:
             if deleted:

@@ -228,14 +228,33 @@ def test_tombstones_expire_after_their_ttl_and_not_before() -> None:
     clock = Clock()
     book = make(clock)
     book.pod_seen(U, phase="Succeeded", deleted=True)
-    clock.advance(TOMBSTONE - 1)
-    book.pod_seen(U, phase="Succeeded", deleted=True)  # seen again: the first sighting still counts
+    book.pod_seen(uuid(2), phase="Succeeded", deleted=True)
+    clock.advance(TOMBSTONE)
     book.forget_old()
     assert book.pod_ever_seen(U)
-    clock.advance(2)
+    clock.advance(1)
     book.forget_old()
     assert not book.pod_ever_seen(U) and book.sizes()["tombstones"] == 0
     assert book.sighted(U, source="sweep", still_scheduled=True) is True  # six hours on, new work
+
+
+def test_a_tombstone_counts_from_the_last_sighting_of_the_pod_so_a_long_pod_keeps_its_protection() -> None:
+    # A pod that runs longer than the TTL (a long build, a raised activeDeadlineSeconds) must still
+    # leave a full tombstone behind when it is finally deleted.
+    clock = Clock()
+    book = make(clock)
+    book.pod_seen(uuid(1), phase="Pending", deleted=False)  # another job's pod, seen once
+    put_in(book, U, Stage.CREATING)
+    book.pod_seen(U, phase="Running", deleted=False)
+    clock.advance(TOMBSTONE + 3600)
+    book.pod_seen(U, phase="Succeeded", deleted=True)  # seven hours later, done and deleted
+    clock.advance(KEEP + 1)
+    book.forget_old()
+    assert book.get(U) is None and not book.pod_ever_seen(uuid(1))
+    assert book.pod_ever_seen(U) and book.sighted(U, source="sweep", still_scheduled=True) is False
+    clock.advance(TOMBSTONE - KEEP)  # the TTL counted from the deletion
+    book.forget_old()
+    assert not book.pod_ever_seen(U) and book.sizes()["tombstones"] == 0
 
 
 def test_a_pod_of_a_failed_job_does_not_bring_it_back() -> None:
