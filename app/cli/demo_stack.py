@@ -34,8 +34,8 @@ TICK_SECONDS = 0.2
 RUN_TICKS = 8
 # A container whose image matches this never finishes starting: its pod waits until the job is cancelled.
 WAITS_FOREVER_IMAGE = "*huge-image*"
-# Secrets the example pipeline's pods reference (gitEnvFrom) and the agent token every agent pod reads.
-SECRETS = ("git-ssh", "buildkite-agent-token")
+# Secrets the example pipeline's pods reference (gitEnvFrom); the simulation itself makes the agent token's.
+SECRETS = ("git-ssh",)
 # Short on purpose: "cleaned" should show up seconds after "finished". A real install keeps the defaults.
 CONTROLLER_SETTINGS = {
     "succeeded-pod-retention": "2s",

@@ -37,26 +37,30 @@ class SimulatedAgents:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="simulated-agents", daemon=True)
         self._watcher: Watcher | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._thread.start()
-        ready = threading.Event()
-
-        def subscribe() -> None:
-            self._watcher = Watcher("pods", None, self._loop)
-            self._pods.subscribe_current(self._watcher)
-            self._loop.create_task(self._follow(self._watcher))
-            ready.set()
-
-        self._loop.call_soon_threadsafe(subscribe)
-        ready.wait(5)
+        asyncio.run_coroutine_threadsafe(self._subscribe(), self._loop).result(5)
 
     def close(self) -> None:
-        if self._watcher is not None:
-            self._pods.unsubscribe(self._watcher)
-            self._watcher.push(None)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._unsubscribe(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _subscribe(self) -> None:
+        self._watcher = Watcher("pods", None, self._loop)
+        self._pods.subscribe_current(self._watcher)
+        self._task = asyncio.create_task(self._follow(self._watcher))
+
+    async def _unsubscribe(self) -> None:
+        if self._watcher is not None:
+            self._pods.unsubscribe(self._watcher)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _follow(self, watcher: Watcher) -> None:
         while True:

@@ -167,9 +167,11 @@ class SimulatedKubelet:
         while not self._stopping.wait(self.tick_seconds):
             try:
                 self.step()
-            except Exception as error:  # a bug in the simulation: surface it from stop()
-                self._failure = error
-                return
+            except Exception as error:  # a bug in the simulation: surface it from stop(), keep ticking
+                log.exception("simulated kubelet step failed")
+                self.errors.append(f"step: {error!r}")
+                if self._failure is None:
+                    self._failure = error
 
     # ---- per pod ----------------------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ from app.simulate.buildkite_server import FakeBuildkite
 from app.simulate.buildkite_thread import LoopbackServer
 from app.simulate.kube_api import FakeKubeAPI
 from app.simulate.kubelet import SimulatedKubelet
+from podspec.config import PodConfig
+
+AGENT_TOKEN_SECRET = PodConfig().agent_token_secret
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,18 @@ class Simulation:
             self.kube.stop()
             raise
         self.kubeconfig.write_text(yaml.safe_dump(kubeconfig_document(self.kube.url, self.options.namespace)))
+        # What an installed cluster has: the Secret agent pods read their token from (podspec's default
+        # name). Without it the simulated kubelet holds every agent container in CreateContainerConfigError.
+        self.kube.create(
+            "secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": AGENT_TOKEN_SECRET},
+                "stringData": {"token": self.buildkite.agent_token},
+            },
+            namespace=self.options.namespace,
+        )
         if self.options.kubelet:
             self.kubelet = SimulatedKubelet(
                 self.kube.url,
