@@ -43,6 +43,7 @@ class FakeConfirmGraphQL:
     def __init__(self, records: Sequence[JobRecord] = ()) -> None:
         self.records = {r.uuid: r for r in records}
         self.requests: list[list[str]] = []
+        self.with_cluster: list[bool] = []
         self.error: BuildkiteError | None = None
         self.budget: Budget | None = None
         self.during: Callable[[], None] = lambda: None  # runs while the request is out
@@ -51,6 +52,7 @@ class FakeConfirmGraphQL:
         self, uuids: Sequence[str], *, with_cluster: bool = False
     ) -> dict[str, JobRecord | None]:
         self.requests.append(list(uuids))
+        self.with_cluster.append(with_cluster)
         self.during()
         if self.error is not None:
             raise self.error
@@ -77,7 +79,7 @@ def record(
 
 
 class World:
-    def __init__(self, records: Sequence[JobRecord] = ()) -> None:
+    def __init__(self, records: Sequence[JobRecord] = (), *, cluster_uuid: str | None = None) -> None:
         self.clock = Clock()
         self.metrics = Metrics()
         self.book = JobBook(replica="r1", clock=self.clock)
@@ -90,6 +92,7 @@ class World:
             admitter=self.admission,
             metrics=self.metrics,
             clock=self.clock,
+            cluster_uuid=cluster_uuid,
         )
 
     def confirming(self, *keys: str) -> None:
@@ -108,7 +111,15 @@ class World:
 
     def outcomes(self) -> dict[str, float]:
         samples = self.metrics.registry.get_sample_value
-        labels = ("scheduled", "unknown", "state_running", "state_canceled", "not_our_tags", "cancelled")
+        labels = (
+            "scheduled",
+            "unknown",
+            "state_running",
+            "state_canceled",
+            "not_our_tags",
+            "not_our_cluster",
+            "cancelled",
+        )
         name = "buildkite_controller_jobs_confirmed_total"
         return {label: value for label in labels if (value := samples(name, {"outcome": label}))}
 
@@ -169,6 +180,28 @@ def test_a_job_that_is_not_ours_to_run_ends_dropped_with_the_verdict(
     assert world.stage(A) is Stage.DROPPED and world.reason(A) == verdict
     assert world.book.sizes()["active"] == 0
     assert world.outcomes() == {verdict: 1}
+
+
+CLUSTER = "7b4f3c2a-1d5e-4f6a-9b8c-0d1e2f3a4b5c"
+
+
+def in_cluster(key: str, cluster: str | None) -> JobRecord:
+    return JobRecord(key, "scheduled", ("queue=kubernetes",), {}, "true", 0, cluster, has_cluster=True)
+
+
+def test_with_a_cluster_only_our_clusters_jobs_are_queued_and_the_query_asks_for_it() -> None:
+    other = "5c1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+    world = World(
+        [in_cluster(A, CLUSTER), in_cluster(B, other), in_cluster(C, None), record(D)],
+        cluster_uuid=CLUSTER.upper(),  # as configured; Buildkite's answers are lower case
+    )
+    world.confirming(A, B, C, D)
+    asyncio.run(world.confirmer.confirm([A, B, C, D]))
+    assert world.graphql.with_cluster == [True]
+    assert world.admission.uuids() == [A]
+    # Another cluster, no cluster, and a record that does not say (D) are all not ours.
+    assert [world.reason(k) for k in (B, C, D)] == ["not_our_cluster"] * 3
+    assert world.outcomes() == {"scheduled": 1, "not_our_cluster": 3}
 
 
 def test_a_cancel_sticks_to_a_job_a_sweep_takes_again_and_drops_it_as_cancelled() -> None:
