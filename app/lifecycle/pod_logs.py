@@ -22,7 +22,8 @@ not know them — and any secret printed encoded (base64, URL-escaped) or derive
 ``kubectl logs`` shows to anyone allowed ``pods/log`` in the namespace; the job log may have a wider
 audience, which is why the default is short.
 
-Escaping: invalid UTF-8 becomes ``\\xNN``; every character Python does not call printable — controls
+Escaping: a carriage return redraws its line (the last drawing is kept, as a terminal shows it); invalid
+UTF-8 becomes ``\\xNN``; every character Python does not call printable — controls
 (ANSI escapes included), DEL, C1 controls, format characters such as bidirectional overrides and
 zero-width spaces, line separators — becomes ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN``; tabs stay. Each
 section opens a Buildkite log group (``+++``, shown expanded) and each of its lines is indented two
@@ -181,7 +182,8 @@ def tail_lines(raw: bytes, *, lines: int, max_bytes: int) -> tuple[tuple[str, ..
     than the cap keeps its end, marked with ``…``.
     """
     text = raw.decode("utf-8", "backslashreplace").replace("\r\n", "\n")
-    split = text.split("\n")
+    # A carriage return redraws the line (progress bars): keep what a terminal would show last.
+    split = [_last_redraw(line) for line in text.split("\n")]
     if split and split[-1] == "":
         split.pop()
     kept: list[str] = []
@@ -199,6 +201,12 @@ def tail_lines(raw: bytes, *, lines: int, max_bytes: int) -> tuple[tuple[str, ..
         kept.append(shown)
         size += cost
     return tuple(reversed(kept)), cut
+
+
+def _last_redraw(line: str) -> str:
+    if "\r" not in line:
+        return line
+    return next((part for part in reversed(line.split("\r")) if part), "")
 
 
 # --- formatting (pure) ----------------------------------------------------------------------------

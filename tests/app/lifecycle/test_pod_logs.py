@@ -183,6 +183,15 @@ def test_tail_keeps_the_last_lines_escapes_binary_and_indents_nothing_yet() -> N
     assert lines == ("line 199", "line 200", "\\xff\\xfe binary \\x00") and not cut
 
 
+def test_a_progress_bar_shows_its_last_drawing() -> None:
+    lines, _ = tail_lines(
+        b"Receiving objects:  10%\rReceiving objects:  55%\rReceiving objects: 100%\r\ndone\n",
+        lines=5,
+        max_bytes=1024,
+    )
+    assert lines == ("Receiving objects: 100%", "done")
+
+
 def test_tail_respects_the_byte_cap_by_dropping_the_oldest_lines() -> None:
     lines, cut = tail_lines(numbered(200), lines=200, max_bytes=100)
     assert cut and lines[-1] == "line 200"
