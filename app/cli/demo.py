@@ -93,7 +93,7 @@ def run(namespace: argparse.Namespace) -> int:
         progress = [
             JobProgress(job.label, uuid, job.expect, scheduled_at=at) for job, uuid, at in demo.schedule()
         ]
-        started = time.monotonic()
+        started = min((p.scheduled_at for p in progress), default=time.monotonic())  # the first webhook
         with Live(_table(progress), console=console, refresh_per_second=8) as live:
             while not stop.is_set() and not all(p.settled for p in progress):
                 if time.monotonic() - started > namespace.timeout:
