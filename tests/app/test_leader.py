@@ -20,16 +20,7 @@ from app.settings import LeaderSettings, Settings
 from app.simulate.kube_api import FakeKubeAPI
 from app.simulate.kube_client import kube_client_config
 from tests.app.kube_fixtures import gateway
-from tests.support import eventually
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.support import Clock, eventually
 
 _OPEN: list[KubeAPI] = []
 

@@ -37,7 +37,7 @@ from tests.app.pods import (
     terminated,
     waiting,
 )
-from tests.support import eventually
+from tests.support import Clock, eventually
 
 PULL = waiting("ImagePullBackOff", 'Back-off pulling image "no-such:1"')
 
@@ -67,14 +67,6 @@ def finished(phase: str, *, agent_exit: int = 0, **kwargs: Any) -> dict[str, Any
     return pod(phase=phase, main=main, **kwargs)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Harness:
     def __init__(
         self,
@@ -83,7 +75,7 @@ class Harness:
         is_leader: Callable[[], bool] | None = None,
         clock: Callable[[], float] | None = None,
     ):
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(T0)
         self.kube = FakeGateway()
         self.metrics = Metrics()
         self.graphql = FakeJobStates({JOB_UUID: "scheduled"} if states is None else states)
