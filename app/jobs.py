@@ -204,8 +204,7 @@ class JobBook:
             if not retake:
                 self._step(ended, source, f"duplicate {detail}".strip())
                 return False
-            del self._ended[key]
-            self._active[key] = ended
+            self._revive(ended)
             self._move(ended, Stage.SEEN, source, detail)
         else:
             wall = self._wall()
@@ -359,6 +358,7 @@ class JobBook:
         self._active[record.uuid] = record
         record.ended_at = None
         record.outcome = None
+        record.reason = None
 
     def _step(self, record: JobRecord | None, what: str, detail: str) -> None:
         if record is None:

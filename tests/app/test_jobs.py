@@ -51,7 +51,7 @@ def put_in(book: JobBook, key: str, stage: Stage) -> None:
             book.move(key, step, "test")
         book.end(key, Stage.FAILED, "test", "bad config")
     elif stage in ENDED:
-        book.end(key, stage, "test")
+        book.end(key, stage, "test", f"ended {stage}")
     record = book.get(key)
     assert record is not None and record.stage is stage
 
@@ -160,6 +160,8 @@ def test_a_still_scheduled_sighting_retakes_a_dropped_or_handed_over_job(end: St
     assert book.sighted(U, source="sweep", still_scheduled=True) is True
     assert stage_of(book) is Stage.SEEN
     assert book.sizes() == {"active": 1, "ended": 0, "tombstones": 0}
+    record = book.get(U)  # active again: its last life's ending is not shown as its outcome
+    assert record is not None and (record.outcome, record.reason, record.ended_at) == (None, None, None)
 
 
 @pytest.mark.parametrize("end", [Stage.FINISHED, Stage.FAILED, Stage.CANCELLED], ids=str)
@@ -270,7 +272,8 @@ def test_a_pod_of_an_ended_job_brings_it_back_as_created(end: Stage) -> None:
     put_in(book, U, end)
     book.pod_seen(U, phase="Pending", deleted=False)
     record = book.get(U)
-    assert record is not None and record.stage is Stage.CREATED and record.outcome is None
+    assert record is not None and record.stage is Stage.CREATED
+    assert (record.outcome, record.reason, record.ended_at) == (None, None, None)
     assert record in book.in_flight()
 
 
