@@ -71,7 +71,7 @@ class Replica:
         if self.process is None or self.process.poll() is not None:
             raise AssertionError(f"{self.name} is not running; log:\n{self.log_tail()}")
         try:
-            return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
+            return httpx.get(self.url + "/readyz", timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -102,23 +102,20 @@ def _env(key: str) -> str:
 
 
 def replica_env(info: dict[str, Any], **overrides: str) -> dict[str, str]:
-    """The settings every replica shares, as environment variables named by `app.config.OPTIONS`."""
+    """The settings every replica shares, as environment variables named by `app.config.OPTIONS`;
+    ``overrides`` (config keys with ``_``) win."""
     settings = {
         "max_in_flight": "0",  # without a kubelet no pod would ever free a slot
+        "lease_duration": f"{LEASE_SECONDS}s",
+        "leader_renew_interval": f"{RENEW_SECONDS}s",
+        "reconcile_interval": f"{RECONCILE_SECONDS}s",
+        # The fake apiserver is local; client-side throttling would only measure the limiter.
+        "k8s_client_rate_limiter_qps": "2000",
+        "k8s_client_rate_limiter_burst": "2000",
+        "log_level": "warning",  # one INFO line per transition x 2,000 jobs x 3 replicas costs CPU
         **overrides,
     }
-    return controller_env(
-        info,
-        webhook_secret=WEBHOOK_SECRET,
-        lease_duration=f"{LEASE_SECONDS}s",
-        leader_renew_interval=f"{RENEW_SECONDS}s",
-        reconcile_interval=f"{RECONCILE_SECONDS}s",
-        # The fake apiserver is local; client-side throttling would only measure the limiter.
-        k8s_client_rate_limiter_qps="2000",
-        k8s_client_rate_limiter_burst="2000",
-        log_level="warning",  # one INFO line per transition x 2,000 jobs x 3 replicas costs CPU
-        **settings,
-    )
+    return controller_env(info, webhook_secret=WEBHOOK_SECRET, **settings)
 
 
 class Cluster:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,12 +22,16 @@ import httpx
 from tests.ha.harness import Burst, Cluster, Replica, running_cluster, wait_until
 
 FULL_SIZE = int(os.environ.get("HA_JOBS", "0"))
-JOBS_DUPLICATES = FULL_SIZE or 300
+JOBS_DUPLICATES = FULL_SIZE or 200
 JOBS_LIMIT = (FULL_SIZE and 500) or 200
 MAX_IN_FLIGHT = 25
 POD_PREFIX = "buildkite-"
 # Every job's pod ran, its agent finished the job, within this long after the last webhook.
 FINISH_SECONDS = 240.0
+# These tests load the fake apiserver with running pods; a 3 s Lease with a 2 s renew deadline makes the
+# leader step down whenever one election round is slower than that. Failover timing is measured in
+# test_ha.py; here leadership should be steady unless a replica is killed.
+STEADY_LEASE = {"lease_duration": "8s", "leader_renew_deadline": "6s", "leader_renew_interval": "1s"}
 
 
 def urls(cluster: Cluster) -> list[str]:
@@ -62,18 +67,36 @@ class Reconciler:
 
 
 def wait_all_finished(cluster: Cluster, ids: Sequence[str], *, also_reconcile: bool = True) -> None:
+    """Every job finished by its agent; meanwhile the leader is asked to sweep every 10 s, as its own
+    timer would (the webhooks a killed replica had not relayed yet are found that way)."""
     wanted = set(ids)
+    last_sweep = time.monotonic()
 
     def finished() -> bool:
-        states = {job["uuid"]: job["state"] for job in cluster.sim.jobs() if job["uuid"] in wanted}
+        nonlocal last_sweep
+        states = {job["id"]: job["state"] for job in cluster.sim.jobs() if job["id"] in wanted}
         missing = [uuid for uuid in wanted if states.get(uuid) != "finished"]
-        if missing and also_reconcile:  # jobs whose webhooks died with a killed replica: the sweep's
-            with_leader = [r for r in cluster.replicas if r.name == cluster.leader_name()]
-            for replica in with_leader:
-                httpx.post(replica.url + "/reconcile", timeout=60)
+        if missing and also_reconcile and time.monotonic() - last_sweep > 10:
+            last_sweep = time.monotonic()
+            leader = cluster.leader_name()
+            for replica in cluster.replicas:
+                if replica.name == leader:
+                    httpx.post(replica.url + "/reconcile", timeout=60)
         return not missing
 
-    wait_until(finished, timeout=FINISH_SECONDS, what=f"{len(ids)} jobs finished by their agents", every=1.0)
+    try:
+        wait_until(
+            finished, timeout=FINISH_SECONDS, what=f"{len(ids)} jobs finished by their agents", every=1.0
+        )
+    except AssertionError as exc:
+        states = {job["id"]: job["state"] for job in cluster.sim.jobs() if job["id"] in wanted}
+        missing = sorted(uuid for uuid in wanted if states.get(uuid) != "finished")
+        created = Counter(cluster.sim.created("pods"))
+        pods = {pod["job_uuid"]: pod["phase"] for pod in cluster.sim.pods()}
+        detail = Counter((states.get(u), created[POD_PREFIX + u], pods.get(u)) for u in missing)
+        raise AssertionError(
+            f"{exc}: {len(missing)} not finished, (state, creates, pod phase): {detail}; e.g. {missing[:3]}"
+        ) from None
 
 
 def creates_per_job(cluster: Cluster, ids: Sequence[str]) -> Counter[str]:
@@ -83,7 +106,15 @@ def creates_per_job(cluster: Cluster, ids: Sequence[str]) -> Counter[str]:
 
 def test_running_pods_three_replicas_a_kill_and_restart_one_create_per_job(tmp_path: Path) -> None:
     with running_cluster(
-        tmp_path, 3, kubelet=True, succeeded_pod_retention="1s", ready_timeout=90
+        tmp_path,
+        3,
+        kubelet=True,
+        succeeded_pod_retention="1s",
+        # The default limit: the simulated kubelet advances every live pod each tick, so thousands of
+        # Pending pods at once would measure the fake, not the controller.
+        max_in_flight=str(MAX_IN_FLIGHT),
+        ready_timeout=90,
+        **STEADY_LEASE,
     ) as cluster:
         ids = cluster.sim.add_jobs(JOBS_DUPLICATES)
         bodies = cluster.sim.webhook_bodies(ids)
@@ -93,7 +124,7 @@ def test_running_pods_three_replicas_a_kill_and_restart_one_create_per_job(tmp_p
             victim = cluster.leader()
             victim.kill()
             burst.wait_progress(0.6)
-            victim.restart(ready_timeout=60)
+            victim.restart(ready_timeout=120)
             burst.join(180)
             # Late duplicates of every webhook, after most pods have run and been deleted.
             late = Burst(urls(cluster), bodies, copies=1, seed=12).start()
@@ -120,6 +151,8 @@ def test_max_in_flight_is_one_limit_across_replicas_and_priority_holds(tmp_path:
         kubelet=True,
         succeeded_pod_retention="1s",
         max_in_flight=str(MAX_IN_FLIGHT),
+        ready_timeout=90,
+        **STEADY_LEASE,
     ) as cluster:
         ids: list[str] = []
         priority: dict[str, int] = {}
