@@ -96,3 +96,25 @@ def test_webhook_and_ops_are_served_on_separate_ports_and_reconcile_needs_the_to
     assert status in (0, -signal.SIGTERM), text[-3000:]
     assert "Application shutdown complete" in text
     assert OPS_TOKEN not in text
+
+
+def test_an_ops_port_that_cannot_be_opened_ends_serve_with_an_error(
+    simulate: SimulateProcess, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = controller_env(
+            simulate.info,
+            webhook_secret=SECRET,
+            port=str(free_port()),
+            ops_port=str(taken.getsockname()[1]),
+        )
+        log = tmp_path / "controller.log"
+        process = spawn(["serve"], log_path=log, env=env)
+        try:
+            status = process.wait(timeout=DEADLINE_SECONDS)
+        finally:
+            terminate(process)
+    assert status != 0
+    assert "address already in use" in log.read_text()
