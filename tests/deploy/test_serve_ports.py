@@ -52,6 +52,8 @@ def simulate(tmp_path: Path) -> Iterator[SimulateProcess]:
         yield process
 
 
+# Two child processes start and stop here; on a loaded two-core CI machine that can pass the 120 s default.
+@pytest.mark.timeout(300)
 def test_webhook_and_ops_are_served_on_separate_ports_and_reconcile_needs_the_token(
     simulate: SimulateProcess, tmp_path: Path
 ) -> None:
@@ -98,6 +100,7 @@ def test_webhook_and_ops_are_served_on_separate_ports_and_reconcile_needs_the_to
     assert OPS_TOKEN not in text
 
 
+@pytest.mark.timeout(300)
 def test_an_ops_port_that_cannot_be_opened_ends_serve_with_an_error(
     simulate: SimulateProcess, tmp_path: Path
 ) -> None:
