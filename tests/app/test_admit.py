@@ -176,13 +176,10 @@ class World:
 
     def nothing_kept(self) -> bool:
         """Admission holds nothing for any job, and the book has no active record."""
-        a = self.admitter
+        held = self.admitter.sizes()
         return (
-            a.queued() == 0
-            and not a._creating
-            and not a._unseen
-            and not a._seen_while_creating
-            and a._rechecking is None
+            all(n == 0 for n in held.values())
+            and self.admitter._rechecking is None
             and self.book.sizes()["active"] == 0
         )
 
@@ -617,7 +614,7 @@ async def test_drain_cancels_creates_that_outlive_its_timeout(w: World) -> None:
     await w.admitter.drain(timeout=0.05)
     assert loop.time() - started < 2
     assert w.creator.cancelled == [uuid(1)] and w.creator.creating == 0
-    assert not w.admitter._creating
+    assert w.admitter.sizes()["creating"] == 0
 
 
 # --- nothing leaks --------------------------------------------------------------------------------------
