@@ -46,6 +46,7 @@ ALLOWED_FAKES = {
     # `demo` runs the fakes beside the real controller (a `serve` child process), as `simulate` does.
     "app/cli/demo.py": {"app.simulate.webhook_payloads"},
     "app/cli/demo_stack.py": {
+        "app.simulate.agents",
         "app.simulate.buildkite_server",
         "app.simulate.kubelet",
         "app.simulate.kubelet_script",

@@ -6,9 +6,7 @@ with the reason) and one whose pod waits until the job is cancelled (the control
 ``schedule`` adds them to the fake Buildkite, which announces each with a signed ``job.scheduled``
 webhook.
 
-``DemoAgents`` stands in for the ``buildkite-agent`` in each pod (the simulated node runs no real
-process): once a pod runs it acquires and starts its job over the agent REST API, and finishes it
-with the pod's result when the pod ends, as ``--acquire-job`` agents do.
+``DemoRun`` schedules them and plays the rest of Buildkite's side while they run.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from app.cli.pipeline import expand_pipeline
 
@@ -103,16 +99,15 @@ def schedule(buildkite: FakeBuildkite, job: DemoJob, *, pipeline_slug: str) -> s
 class DemoRun:
     """Buildkite's and the agents' side of a demo: ``schedule`` the jobs, then ``step`` often.
 
-    Each step reads the apiserver's pods once, lets ``DemoAgents`` run the jobs whose pods run, and
-    cancels in Buildkite the jobs meant to be cancelled once their pod exists (Buildkite then sends the
-    ``job.finished`` webhook). ``stack`` is a started ``DemoStack``.
+    Each step reads the apiserver's pods once and cancels in Buildkite the jobs meant to be cancelled
+    once their pod exists (Buildkite then sends the ``job.finished`` webhook). ``stack`` is a started
+    ``DemoStack``, whose simulated agents run the jobs of running pods.
     """
 
     def __init__(self, stack: DemoStack, jobs: list[DemoJob], *, pipeline_slug: str) -> None:
         self._stack = stack
         self._jobs = jobs
         self._slug = pipeline_slug
-        self._agents = DemoAgents(stack.buildkite.agent_endpoint, stack.buildkite.agent_token, stack.http)
         self._cancel_when_pod: set[str] = set()
 
     def schedule(self) -> list[tuple[DemoJob, str, float]]:
@@ -129,52 +124,7 @@ class DemoRun:
     def step(self) -> dict[str, dict[str, Any]]:
         """One look at the pods, acted on; returns them by job UUID."""
         pods = self._stack.pods()
-        self._agents.step(pods)
         for uuid in sorted(self._cancel_when_pod & pods.keys()):
             self._cancel_when_pod.discard(uuid)
             self._stack.buildkite.cancel(uuid)
         return pods
-
-
-class DemoAgents:
-    """The agents inside the pods; ``step(pods)`` moves each job along with its pod (see module doc)."""
-
-    def __init__(self, agent_endpoint: str, agent_token: str, http: httpx.Client) -> None:
-        self._endpoint = agent_endpoint.rstrip("/")
-        self._agent_token = agent_token
-        self._http = http
-        self._running: dict[str, str] = {}  # job UUID -> the access token of the agent that took it
-        self._done: set[str] = set()
-
-    def step(self, pods: dict[str, dict[str, Any]]) -> None:
-        for uuid, pod in pods.items():
-            if uuid in self._done:
-                continue
-            phase = pod.get("phase")
-            if phase == "Running" and uuid not in self._running:
-                self._take(uuid)
-            elif phase in ("Succeeded", "Failed") and uuid in self._running:
-                self._finish(uuid, exit_status="0" if phase == "Succeeded" else "1")
-
-    def _take(self, uuid: str) -> None:
-        registered = self._http.post(
-            f"{self._endpoint}/register",
-            json={"name": f"demo-agent-{uuid[:8]}"},
-            headers={"Authorization": f"Token {self._agent_token}"},
-        )
-        registered.raise_for_status()
-        token = registered.json()["access_token"]
-        if self._call(token, "PUT", f"/jobs/{uuid}/acquire").status_code != 200:
-            self._done.add(uuid)  # cancelled or failed meanwhile: nothing to run
-            return
-        self._call(token, "PUT", f"/jobs/{uuid}/start").raise_for_status()
-        self._running[uuid] = token
-
-    def _finish(self, uuid: str, *, exit_status: str) -> None:
-        token = self._running.pop(uuid)
-        self._done.add(uuid)
-        self._call(token, "PUT", f"/jobs/{uuid}/finish", json={"exit_status": exit_status})
-
-    def _call(self, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Token {token}"}
-        return self._http.request(method, f"{self._endpoint}{path}", headers=headers, **kwargs)

@@ -4,7 +4,7 @@
 the Secrets the example pods name, and starts ``buildkite-controller serve`` in a child process aimed at
 the fakes (``controller_env``), with retentions and grace periods of seconds so a job's whole life fits
 in a terminal session. From then on the fake Buildkite announces every job change to the controller as a
-signed webhook, as Buildkite does; ``DemoAgents`` plays the ``buildkite-agent`` inside each pod.
+signed webhook, as Buildkite does, and ``SimulatedAgents`` play the ``buildkite-agent`` in each pod.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from app.simulate.agents import SimulatedAgents
 from app.simulate.buildkite_server import FakeBuildkite
 from app.simulate.kubelet import SimulatedKubelet
 from app.simulate.kubelet_script import DEFAULT_RULES, ContainerScript, ImageRule
@@ -69,6 +70,7 @@ class DemoStack:
             )
         )
         self.kubelet: SimulatedKubelet | None = None
+        self.agents: SimulatedAgents | None = None
         self.controller: subprocess.Popen[bytes] | None = None
         self.controller_log = self.workdir / "controller.log"
         self.http = httpx.Client(timeout=10)
@@ -104,6 +106,10 @@ class DemoStack:
             rules=(*DEFAULT_RULES, ImageRule(WAITS_FOREVER_IMAGE, ContainerScript(run_ticks=None))),
         )
         self.kubelet.start()
+        # The agent in each running pod acquires, starts and finishes its job (Simulation starts these
+        # only with its own kubelet).
+        self.agents = SimulatedAgents(self.simulation.kube.store, self.buildkite.store)
+        self.agents.start()
         for name in SECRETS:
             self._create_secret(info["kube_url"], name)
         port = _free_port()
@@ -128,6 +134,9 @@ class DemoStack:
         self.buildkite.sender = None
         if sender is not None and isinstance(sender.http, httpx.Client):
             sender.http.close()
+        if self.agents is not None:
+            self.agents.close()
+            self.agents = None
         if self.kubelet is not None:
             self.kubelet.close()
             self.kubelet = None

@@ -48,6 +48,8 @@ class SimulatedAgents:
             asyncio.run_coroutine_threadsafe(self._unsubscribe(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # else its self-pipe sockets leak (ResourceWarning, an error under pytest)
 
     async def _subscribe(self) -> None:
         self._watcher = Watcher("pods", None, self._loop)
