@@ -1,14 +1,24 @@
-"""End-to-end throughput of the controller: signed webhooks in, pods out, beside a raw-create baseline.
+"""The controller's performance figures (issue 12), each beside its baseline measured in the same run.
 
-Three processes, as in production: the fakes (`buildkite-controller simulate --no-kubelet`), one
-controller (`buildkite-controller serve`), and this script, which creates N jobs in the fake Buildkite,
-sends their `job.scheduled` webhooks (signed, once each, `--concurrency` at a time) and waits until
-every job has its pod. Then, in the same run and against the same fake apiserver, the baseline: a
-tight sequential loop of raw creates of the very same pod manifests with the official `kubernetes`
-client. The fake apiserver's cost per create is the same in both, so `ratio` is comparable across
-machines; it answers "how much does everything the controller does cost, relative to just creating".
+Processes, as in production: the fakes (`buildkite-controller simulate`), one controller
+(`buildkite-controller serve`), and this script. Every scenario gets a fresh pair of them, so no
+scenario sees another's jobs or pods. All on loopback; every wait is bounded.
 
-    python bench/bench_controller.py [--jobs 2000] [--concurrency 32]     # prints one JSON object
+- latency     N jobs (200) sent at a steady rate (50/s), one webhook each: webhook sent → pod create
+              answered (seen on a pod watch), p50/p99; the GraphQL round trip of the controller's own
+              confirm request (replayed); and the latency beyond that round trip.
+- burst       1,000 signed webhooks → all pods, client-side QPS cap lifted; in the same fake, the
+              official `kubernetes` client creating the same manifests from 16 threads (the apiserver's
+              capacity). CPU seconds of the controller per job beside the raw client's per create.
+- default     the same burst with every setting at its default.
+- slow_graphql the same burst with 100 ms added to every GraphQL answer: confirm requests per 1,000 jobs,
+              and the Buildkite complexity points per job (the recorded requests replayed with stats).
+- lifecycle   jobs run to completion by the simulated kubelet (retention 0): Kubernetes requests by
+              verb, writes per job lifecycle.
+- RSS of the controller after the burst; `--rss-jobs 10000` adds a burst of that many jobs (RSS while
+  tracking 10,000 pods).
+
+    python bench/bench_controller.py [--jobs 1000] [--rss-jobs 10000] [--only burst,latency]
 """
 
 from __future__ import annotations
@@ -17,10 +27,16 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import resource
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +50,15 @@ from app.simulate.process import SimulateProcess, controller_env, spawn, termina
 from app.simulate.webhook_sender import sign
 
 SECRET = "bench-webhook-secret"
-# Sequential jobs after the burst, for the latency of one job on an otherwise idle controller.
-LATENCY_SAMPLES = 50
 BASELINE_NAMESPACE = "bench-baseline"
+BASELINE_THREADS = 16
+JOB_UUID_LABEL = "buildkite.com/job-uuid"
 # Server-set fields a client never sends; stripped so the baseline posts what the controller posted.
 SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+READ_VERBS = ("get", "list", "watch")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LIFTED = {"k8s_client_rate_limiter_qps": "5000", "k8s_client_rate_limiter_burst": "5000"}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -47,19 +67,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_controller_env(info: dict[str, Any], port: int) -> dict[str, str]:
-    env = controller_env(
-        info,
-        webhook_secret=SECRET,
-        port=str(port),
-        max_in_flight="0",  # no kubelet: pods never finish, so a limit would stop the burst
-        k8s_client_rate_limiter_qps="5000",  # measure the controller, not its client-side throttle
-        k8s_client_rate_limiter_burst="5000",
-        log_level="warning",
-        # Only the webhook path is measured: no periodic sweep may pick the jobs up during the burst.
-        reconcile_interval="1h",
-    )
-    return env | {"POD_NAME": "bench-controller"}
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def free_port() -> int:
@@ -70,7 +87,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(predicate: Any, *, timeout: float, what: str, every: float = 0.05) -> None:
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -78,7 +95,93 @@ def wait_for(predicate: Any, *, timeout: float, what: str, every: float = 0.05) 
         time.sleep(every)
 
 
-async def send_webhooks(url: str, bodies: list[bytes], concurrency: int) -> Counter[str]:
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """p50/p99/max in milliseconds."""
+    return {
+        "p50_ms": round(percentile(seconds, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(seconds, 0.99) * 1000, 1),
+        "max_ms": round(max(seconds) * 1000, 1),
+    }
+
+
+# --- the processes --------------------------------------------------------------------------------
+
+
+class Controller:
+    """A `serve` process aimed at `sim`, ready (leader, first sweep over) when constructed."""
+
+    def __init__(self, sim: SimulateProcess, workdir: Path, name: str, settings: dict[str, str]) -> None:
+        port = free_port()
+        env = controller_env(
+            sim.info,
+            webhook_secret=SECRET,
+            port=str(port),
+            log_level="warning",
+            # Only the webhook path is measured: no periodic sweep may pick the jobs up meanwhile.
+            reconcile_interval="1h",
+            **settings,
+        ) | {"POD_NAME": f"bench-{name}"}
+        self.process = spawn(["serve"], log_path=workdir / f"controller-{name}.log", env=env)
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for(self._ready, timeout=60, what="the controller's /readyz")
+        wait_for(lambda: self.metric("is_leader") == 1, timeout=60, what="the Lease")
+        wait_for(lambda: self.metric('sweeps_total{trigger="timer"}') >= 1, timeout=60, what="a sweep")
+        # A POST /reconcile queues behind a sweep in progress, so its answer means none is running.
+        httpx.post(self.url + "/reconcile", timeout=60).raise_for_status()
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def metric(self, sample: str) -> float:
+        prefix = "buildkite_controller_" + sample + " "
+        for line in httpx.get(self.url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith(prefix):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        terminate(self.process)
+
+
+@contextmanager
+def stack(
+    workdir: Path, name: str, settings: dict[str, str], *, kubelet: bool = False
+) -> Iterator[tuple[SimulateProcess, Controller]]:
+    simdir = workdir / name
+    simdir.mkdir()
+    args = ["--points-limit", "100000000", *([] if kubelet else ["--no-kubelet"])]
+    if not kubelet:
+        # No kubelet: pods never finish, so an in-flight limit (the only non-default setting of the
+        # "default" scenario) would stop every burst at its first few pods.
+        settings = {"max_in_flight": "0"} | settings
+    with SimulateProcess(simdir, extra_args=args) as sim:
+        controller = Controller(sim, simdir, name, settings)
+        try:
+            yield sim, controller
+        finally:
+            controller.stop()
+
+
+def headers_for(body: bytes) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Buildkite-Event": "job.scheduled",
+        "X-Buildkite-Signature": sign(SECRET, int(time.time()), body),
+    }
+
+
+async def send_burst(url: str, bodies: list[bytes], concurrency: int) -> Counter[str]:
     statuses: Counter[str] = Counter()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
@@ -88,12 +191,7 @@ async def send_webhooks(url: str, bodies: list[bytes], concurrency: int) -> Coun
     async def worker(http: httpx.AsyncClient) -> None:
         while not queue.empty():
             body = queue.get_nowait()
-            headers = {
-                "Content-Type": "application/json",
-                "X-Buildkite-Event": "job.scheduled",
-                "X-Buildkite-Signature": sign(SECRET, int(time.time()), body),
-            }
-            response = await http.post(url, content=body, headers=headers)
+            response = await http.post(url, content=body, headers=headers_for(body))
             statuses[str(response.status_code)] += 1
 
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
@@ -101,80 +199,12 @@ async def send_webhooks(url: str, bodies: list[bytes], concurrency: int) -> Coun
     return statuses
 
 
-def run_controller(sim: SimulateProcess, jobs: int, concurrency: int, workdir: Path) -> dict[str, Any]:
-    port = free_port()
-    process = spawn(["serve"], log_path=workdir / "controller.log", env=bench_controller_env(sim.info, port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _ready(url), timeout=60, what="the controller's /readyz")
-        # The leader's first sweep (then none for an hour) must be over before any job exists; a
-        # POST /reconcile queues behind a sweep in progress, so its answer means none is running.
-        wait_for(lambda: _metric(url, "is_leader") == 1, timeout=60, what="the Lease")
-        wait_for(lambda: _metric(url, 'sweeps_total{trigger="timer"}') >= 1, timeout=60, what="a sweep")
-        httpx.post(url + "/reconcile", timeout=60).raise_for_status()
-        ids = sim.add_jobs(jobs)
-        bodies = sim.webhook_bodies(ids)
-        graphql_before = len(sim.buildkite("GET", "/_test/calls").json())
-        cpu_before = cpu_seconds(process.pid)
-        started = time.monotonic()
-        statuses = asyncio.run(send_webhooks(url + "/webhooks/buildkite", bodies, concurrency))
-        wait_for(lambda: sim.request_count("create", "pods") >= jobs, timeout=600, what="every pod")
-        seconds = time.monotonic() - started
-        cpu = cpu_seconds(process.pid) - cpu_before
-        latency = single_job_latency(sim, url, samples=LATENCY_SAMPLES)
-        rss_mib = rss_bytes(process.pid) / 2**20
-    finally:
-        terminate(process)
-    calls = sim.buildkite("GET", "/_test/calls").json()[graphql_before:]
-    operations = Counter(_operation(call["body"]) for call in calls if call["path"] == "/v1")
-    graphql = sum(operations.values())
-    pods = {pod["job_uuid"] for pod in sim.pods()}
-    if not set(ids) <= pods:
-        raise SystemExit(f"bench: {len(set(ids) - pods)} jobs have no pod; see {workdir}/controller.log")
-    return {
-        "seconds": round(seconds, 3),
-        "pods_per_second": round(jobs / seconds, 1),
-        "cpu_seconds_per_job": round(cpu / jobs, 5),
-        "graphql_requests": graphql,
-        "graphql_requests_per_1000_jobs": round(graphql * 1000 / jobs, 1),
-        "graphql_requests_by_operation": dict(operations),
-        "webhook_statuses": dict(statuses),
-        "single_job_webhook_to_pod_seconds": latency,
-        "rss_mib_after_burst": round(rss_mib, 1),
-    }
+def graphql_calls(sim: SimulateProcess, since: int = 0) -> list[dict[str, Any]]:
+    calls = sim.buildkite("GET", "/_test/calls").json()[since:]
+    return [call for call in calls if call["path"] == "/v1"]
 
 
-def single_job_latency(sim: SimulateProcess, url: str, *, samples: int) -> dict[str, float]:
-    """One job at a time on an idle controller: webhook sent → its pod exists in the apiserver."""
-    ids = sim.add_jobs(samples)
-    bodies = sim.webhook_bodies(ids)
-    namespace = sim.info["namespace"]
-    seconds = []
-    for uuid, body in zip(ids, bodies, strict=True):
-        started = time.monotonic()
-        asyncio.run(send_webhooks(url + "/webhooks/buildkite", [body], 1))
-        path = f"/api/v1/namespaces/{namespace}/pods/buildkite-{uuid}"
-        wait_for(
-            lambda p=path: sim.kube("GET", p).status_code == 200, timeout=30, what="the pod", every=0.002
-        )
-        seconds.append(time.monotonic() - started)
-    seconds.sort()
-    return {
-        "samples": samples,
-        "p50": round(seconds[len(seconds) // 2], 4),
-        "p99": round(seconds[min(len(seconds) - 1, int(len(seconds) * 0.99))], 4),
-        "max": round(seconds[-1], 4),
-    }
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _operation(body: str) -> str:
+def operation(body: str) -> str:
     """The GraphQL operation name of a recorded request body ("?" when it has none)."""
     try:
         request = json.loads(body)
@@ -188,41 +218,166 @@ def _operation(body: str) -> str:
     return words[1] if len(words) > 1 and words[0] in {"query", "mutation"} else "?"
 
 
-def _metric(url: str, sample: str) -> float:
-    """One sample of the controller's /metrics (0 when absent)."""
-    prefix = "buildkite_controller_" + sample + " "
-    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(prefix):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def run_baseline(sim: SimulateProcess) -> dict[str, Any]:
-    """Create the controller's own pod manifests again, one after another, in another namespace."""
-    listed = sim.kube("GET", f"/api/v1/namespaces/{sim.info['namespace']}/pods").json()["items"]
-    manifests = [_as_sent(pod) for pod in listed]
-    client = kubernetes.config.new_client_from_config(config_file=sim.info["kubeconfig"])
-    with client:
-        core = kubernetes.client.CoreV1Api(client)
+def replay(sim: SimulateProcess, bodies: list[str]) -> tuple[list[float], int]:
+    """Send recorded GraphQL queries again with query stats: (round trips in s, actual points in all)."""
+    headers = {
+        "Authorization": f"Bearer {sim.info['token']}",
+        "Content-Type": "application/json",
+        "Buildkite-Include-Query-Stats": "true",
+    }
+    seconds: list[float] = []
+    points = 0
+    for body in bodies:
         started = time.monotonic()
-        for body in manifests:
-            core.create_namespaced_pod(BASELINE_NAMESPACE, body)
-        seconds = time.monotonic() - started
+        response = sim.buildkite("POST", "/v1", content=body.encode(), headers=headers)
+        seconds.append(time.monotonic() - started)
+        response.raise_for_status()
+        points += int(response.json().get("stats", {}).get("actualComplexity", 0))
+    return seconds, points
+
+
+class PodWatch:
+    """A watch on the jobs namespace in a thread: when each job's pod was first seen (monotonic)."""
+
+    def __init__(self, sim: SimulateProcess) -> None:
+        self.seen: dict[str, float] = {}
+        self._url = f"{sim.info['kube_url']}/api/v1/namespaces/{sim.info['namespace']}/pods"
+        self._stop = threading.Event()
+        self._opened = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._opened.wait(10):
+            raise SystemExit("bench: the pod watch did not open")
+
+    def _run(self) -> None:
+        params = {"watch": "1", "resourceVersion": "0"}
+        with (
+            httpx.Client(timeout=httpx.Timeout(5, read=None)) as http,
+            http.stream("GET", self._url, params=params) as response,
+        ):
+            self._opened.set()
+            for line in response.iter_lines():
+                now = time.monotonic()
+                if self._stop.is_set():
+                    return
+                event = json.loads(line)
+                labels = (event.get("object", {}).get("metadata") or {}).get("labels") or {}
+                uuid = labels.get(JOB_UUID_LABEL)
+                if event.get("type") == "ADDED" and uuid:
+                    self.seen.setdefault(uuid, now)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+# --- the scenarios --------------------------------------------------------------------------------
+
+
+def scenario_latency(workdir: Path, jobs: int, rate: float) -> dict[str, Any]:
+    with stack(workdir, "latency", LIFTED) as (sim, controller):
+        ids = sim.add_jobs(jobs)
+        bodies = sim.webhook_bodies(ids)
+        watch = PodWatch(sim)
+        sent: dict[str, float] = {}
+        before = len(sim.buildkite("GET", "/_test/calls").json())
+        cpu_before = controller.cpu()
+
+        async def paced() -> None:
+            url = controller.url + "/webhooks/buildkite"
+            async with httpx.AsyncClient(timeout=30) as http:
+                start = time.monotonic()
+                tasks = []
+                for index, (uuid, body) in enumerate(zip(ids, bodies, strict=True)):
+                    await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+                    sent[uuid] = time.monotonic()
+                    tasks.append(asyncio.create_task(http.post(url, content=body, headers=headers_for(body))))
+                for response in await asyncio.gather(*tasks):
+                    response.raise_for_status()
+
+        asyncio.run(paced())
+        try:
+            wait_for(lambda: len(watch.seen) >= jobs, timeout=60, what="every pod on the watch")
+        except SystemExit:
+            creates = sim.request_count("create", "pods")
+            raise SystemExit(f"bench: {len(watch.seen)} pods seen on the watch, {creates} creates") from None
+        watch.close()
+        cpu = controller.cpu() - cpu_before
+        confirms = [call["body"] for call in graphql_calls(sim, before)]
+        rtts, points = replay(sim, confirms[:50])
+        # Every job is in exactly one confirm; the replayed ones name this many.
+        replayed_jobs = sum(len(set(UUID.findall(body))) for body in confirms[:50])
+    latencies = [watch.seen[uuid] - sent[uuid] for uuid in ids]
+    rtt = percentile(rtts, 0.5)
     return {
-        "pods": len(manifests),
-        "seconds": round(seconds, 3),
-        "pods_per_second": round(len(manifests) / seconds, 1),
+        "jobs": jobs,
+        "rate_per_second": rate,
+        "webhook_to_pod_created": summary(latencies),
+        "graphql_rtt": summary(rtts),
+        "beyond_graphql_rtt": summary([max(0.0, value - rtt) for value in latencies]),
+        "confirm_requests": len(confirms),
+        "complexity_points_per_job": round(points / max(1, replayed_jobs), 2),
+        "controller_cpu_seconds": round(cpu, 2),
     }
 
 
-def _as_sent(pod: dict[str, Any]) -> dict[str, Any]:
+def run_burst(sim: SimulateProcess, controller: Controller, jobs: int, concurrency: int) -> dict[str, Any]:
+    ids = sim.add_jobs(jobs)
+    bodies = sim.webhook_bodies(ids)
+    before = len(sim.buildkite("GET", "/_test/calls").json())
+    creates_before = sim.request_count("create", "pods")
+    cpu_before = controller.cpu()
+    sim_cpu_before = cpu_seconds(sim.process.pid) if sim.process else 0.0
+    started = time.monotonic()
+    statuses = asyncio.run(send_burst(controller.url + "/webhooks/buildkite", bodies, concurrency))
+    wait_for(lambda: sim.request_count("create", "pods") - creates_before >= jobs, timeout=900, what="pods")
+    seconds = time.monotonic() - started
+    cpu = controller.cpu() - cpu_before
+    sim_cpu = (cpu_seconds(sim.process.pid) if sim.process else 0.0) - sim_cpu_before
+    calls = graphql_calls(sim, before)
+    operations = Counter(operation(call["body"]) for call in calls)
+    return {
+        "jobs": jobs,
+        "seconds": round(seconds, 3),
+        "pods_per_second": round(jobs / seconds, 1),
+        "controller_cpu_seconds": round(cpu, 2),
+        "controller_cpu_ms_per_job": round(cpu * 1000 / jobs, 3),
+        "fakes_cpu_seconds": round(sim_cpu, 2),
+        "graphql_requests_per_1000_jobs": round(len(calls) * 1000 / jobs, 1),
+        "graphql_requests_by_operation": dict(operations),
+        "webhook_statuses": dict(statuses),
+        "throttled_seconds": controller.metric("kube_client_throttled_seconds"),
+        "rss_mib": rss_mib(controller.process.pid),
+        "_calls": calls,
+    }
+
+
+def raw_client_baseline(sim: SimulateProcess) -> dict[str, Any]:
+    """The controller's own pod manifests created again from 16 threads with the official client."""
+    listed = sim.kube("GET", f"/api/v1/namespaces/{sim.info['namespace']}/pods").json()["items"]
+    manifests = [as_sent(pod) for pod in listed]
+    client = kubernetes.config.new_client_from_config(config_file=sim.info["kubeconfig"])
+    client.configuration.connection_pool_maxsize = BASELINE_THREADS
+    client.rest_client.pool_manager.connection_pool_kw["maxsize"] = BASELINE_THREADS
+    cpu_before = own_cpu_seconds()
+    sim_cpu_before = cpu_seconds(sim.process.pid) if sim.process else 0.0
+    with client, ThreadPoolExecutor(BASELINE_THREADS) as pool:
+        core = kubernetes.client.CoreV1Api(client)
+        started = time.monotonic()
+        list(pool.map(lambda body: core.create_namespaced_pod(BASELINE_NAMESPACE, body), manifests))
+        seconds = time.monotonic() - started
+    cpu = own_cpu_seconds() - cpu_before
+    sim_cpu = (cpu_seconds(sim.process.pid) if sim.process else 0.0) - sim_cpu_before
+    return {
+        "pods": len(manifests),
+        "threads": BASELINE_THREADS,
+        "seconds": round(seconds, 3),
+        "pods_per_second": round(len(manifests) / seconds, 1),
+        "client_cpu_ms_per_create": round(cpu * 1000 / len(manifests), 3),
+        "fakes_cpu_seconds": round(sim_cpu, 2),
+    }
+
+
+def as_sent(pod: dict[str, Any]) -> dict[str, Any]:
     metadata = {key: value for key, value in pod["metadata"].items() if key not in SERVER_FIELDS}
     return {
         **{k: v for k, v in pod.items() if k != "status"},
@@ -230,26 +385,116 @@ def _as_sent(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def scenario_burst(workdir: Path, jobs: int, concurrency: int) -> dict[str, Any]:
+    with stack(workdir, "burst", LIFTED) as (sim, controller):
+        burst = run_burst(sim, controller, jobs, concurrency)
+        burst.pop("_calls")
+        baseline = raw_client_baseline(sim)
+    return {
+        "controller": burst,
+        "raw_client_16_threads": baseline,
+        "ratio": round(burst["pods_per_second"] / baseline["pods_per_second"], 3),
+    }
+
+
+def scenario_default(workdir: Path, jobs: int, concurrency: int) -> dict[str, Any]:
+    with stack(workdir, "default", {}) as (sim, controller):
+        burst = run_burst(sim, controller, jobs, concurrency)
+        burst.pop("_calls")
+    return burst
+
+
+def scenario_slow_graphql(workdir: Path, jobs: int, concurrency: int, delay: float) -> dict[str, Any]:
+    with stack(workdir, "slowgraphql", LIFTED) as (sim, controller):
+        fault = {"surface": "graphql", "latency_seconds": delay, "count": None}
+        sim.buildkite("POST", "/_test/faults", json=fault).raise_for_status()
+        burst = run_burst(sim, controller, jobs, concurrency)
+        sim.buildkite("DELETE", "/_test/faults").raise_for_status()
+        calls = burst.pop("_calls")
+        _, points = replay(sim, [call["body"] for call in calls])
+    return {
+        "added_graphql_latency_ms": delay * 1000,
+        "confirm_requests_per_1000_jobs": burst["graphql_requests_per_1000_jobs"],
+        "complexity_points_per_job": round(points / jobs, 2),
+        "burst": burst,
+    }
+
+
+def scenario_lifecycle(workdir: Path, jobs: int) -> dict[str, Any]:
+    settings = LIFTED | {"succeeded_pod_retention": "0", "failed_pod_retention": "0"}
+    with stack(workdir, "lifecycle", settings, kubelet=True) as (sim, controller):
+        verbs = READ_VERBS + WRITE_VERBS
+        before = {verb: sim.request_count(verb, "pods") for verb in verbs}
+        all_before = sim.request_count()
+        ids = sim.add_jobs(jobs)
+        statuses = asyncio.run(send_burst(controller.url + "/webhooks/buildkite", sim.webhook_bodies(ids), 8))
+        wait_for(
+            lambda: sim.request_count("delete", "pods") - before["delete"] >= jobs,
+            timeout=300,
+            what="every pod deleted",
+            every=0.5,
+        )
+        states = Counter(job["state"] for job in sim.jobs() if job["id"] in set(ids))
+        by_verb = {verb: sim.request_count(verb, "pods") - before[verb] for verb in verbs}
+        everything = sim.request_count() - all_before
+    writes = sum(by_verb[verb] for verb in WRITE_VERBS)
+    return {
+        "jobs": jobs,
+        "job_states": dict(states),
+        "webhook_statuses": dict(statuses),
+        "pod_requests_by_verb": by_verb,
+        "kube_requests_all_resources": everything,
+        "writes_per_job": round(writes / jobs, 2),
+    }
+
+
+def scenario_rss(workdir: Path, jobs: int, concurrency: int) -> dict[str, Any]:
+    with stack(workdir, "rss", LIFTED) as (sim, controller):
+        idle = rss_mib(controller.process.pid)
+        burst = run_burst(sim, controller, jobs, concurrency)
+        burst.pop("_calls")
+        wait_for(lambda: controller.metric('pods{phase="Pending"}') >= jobs, timeout=120, what="tracked pods")
+        tracked = rss_mib(controller.process.pid)
+    return {"pods_tracked": jobs, "rss_mib_idle": idle, "rss_mib_tracking": tracked, "burst": burst}
+
+
+SCENARIOS = ("latency", "burst", "default", "slow_graphql", "lifecycle", "rss")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per burst")
     parser.add_argument("--concurrency", type=int, default=32, help="webhooks in flight at once")
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--latency-rate", type=float, default=50.0, help="webhooks per second")
+    parser.add_argument("--graphql-delay", type=float, default=0.1, help="seconds added to GraphQL answers")
+    parser.add_argument("--lifecycle-jobs", type=int, default=100)
+    parser.add_argument("--rss-jobs", type=int, default=10_000, help="pods tracked for the RSS figure")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated of {SCENARIOS}")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}")
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_1m_start": round(os.getloadavg()[0], 2)}
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-controller-") as tmp:
         workdir = Path(tmp)
-        with SimulateProcess(workdir, extra_args=["--no-kubelet", "--points-limit", "100000000"]) as sim:
-            controller = run_controller(sim, args.jobs, args.concurrency, workdir)
-            sim_cpu = cpu_seconds(sim.process.pid) if sim.process is not None else 0.0
-            baseline = run_baseline(sim)
-    result = {
-        "jobs": args.jobs,
-        "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "controller": controller,
-        "baseline_raw_creates": baseline,
-        "ratio": round(controller["pods_per_second"] / baseline["pods_per_second"], 3),
-        "fakes_cpu_seconds_total": round(sim_cpu, 2),
-    }
+        runs: dict[str, Callable[[], dict[str, Any]]] = {
+            "latency": lambda: scenario_latency(workdir, args.latency_jobs, args.latency_rate),
+            "burst": lambda: scenario_burst(workdir, args.jobs, args.concurrency),
+            "default": lambda: scenario_default(workdir, args.jobs, args.concurrency),
+            "slow_graphql": lambda: scenario_slow_graphql(
+                workdir, args.jobs, args.concurrency, args.graphql_delay
+            ),
+            "lifecycle": lambda: scenario_lifecycle(workdir, args.lifecycle_jobs),
+            "rss": lambda: scenario_rss(workdir, args.rss_jobs, args.concurrency),
+        }
+        for name in chosen:
+            result[name] = runs[name]()
+            print(f"bench: {name} done", file=sys.stderr, flush=True)
+    result["load_average_1m_end"] = round(os.getloadavg()[0], 2)
+    result["wall_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2))
 
 
