@@ -353,6 +353,7 @@ async def _kube_api(settings: Settings) -> KubeAPI:
     return await open_kube_api(
         kubeconfig=settings.kube.kubeconfig,
         namespace=settings.pod.namespace,
+        lease_namespace=settings.leader.lease_namespace or None,
         limiter=TokenBucket(settings.kube.qps, settings.kube.burst),
     )
 

@@ -75,7 +75,7 @@ class Replica:
         except httpx.HTTPError:
             return False
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 90.0) -> None:
         wait_until(self.is_ready, timeout=timeout, what=f"{self.name} /readyz", every=0.05)
 
     def terminate(self) -> int:
@@ -89,7 +89,7 @@ class Replica:
         self.process.send_signal(signal.SIGKILL)
         self.exit_codes.append(self.process.wait(10))
 
-    def restart(self, *, ready_timeout: float = 30.0) -> None:
+    def restart(self, *, ready_timeout: float = 90.0) -> None:
         self.start()
         self.wait_ready(ready_timeout)
 
@@ -162,7 +162,7 @@ def running_cluster(
     workdir: Path,
     replicas: int,
     *,
-    ready_timeout: float = 30.0,
+    ready_timeout: float = 90.0,
     kubelet: bool = False,
     **settings: str,
 ) -> Iterator[Cluster]:

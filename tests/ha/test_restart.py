@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.ha.harness import Burst, Cluster, running_cluster, wait_until
+
+# Real processes on two shared cores: far beyond the suite-wide 120 s on a busy machine.
+pytestmark = pytest.mark.timeout(900)
 
 JOBS = int(os.environ.get("HA_JOBS", "0")) or 300
 FINISHED_WHILE_DOWN = 5

@@ -18,8 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.ha.harness import Burst, Cluster, Replica, running_cluster, wait_until
+
+# Real processes on two shared cores: far beyond the suite-wide 120 s on a busy machine.
+pytestmark = pytest.mark.timeout(900)
 
 FULL_SIZE = int(os.environ.get("HA_JOBS", "0"))
 JOBS_DUPLICATES = FULL_SIZE or 200
