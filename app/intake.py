@@ -36,12 +36,14 @@ MAX_PENDING = 50_000
 class Retry:
     """A batch's work could not be done now: try these UUIDs again after ``after`` seconds."""
 
-    __slots__ = ("after", "reason", "uuids")
+    __slots__ = ("after", "escalate", "reason", "uuids")
 
-    def __init__(self, uuids: list[str], *, after: float, reason: str) -> None:
+    def __init__(self, uuids: list[str], *, after: float, reason: str, escalate: bool = True) -> None:
         self.uuids = uuids
         self.after = after
         self.reason = reason
+        # False: a short, expected wait (no leader elected yet), not a failure to back off from.
+        self.escalate = escalate
 
 
 class ConfirmStage(Protocol):
@@ -77,6 +79,7 @@ class Intake:
         self._pending: dict[str, None] = {}  # insertion-ordered set of UUIDs for the next batch
         self._not_before = 0.0  # after a failed batch: no new batch before this (monotonic)
         self._failures = 0
+        self._retry_now = asyncio.Event()
         self._wakeup = asyncio.Event()
 
     # --- input ----------------------------------------------------------------------------------------
@@ -131,7 +134,7 @@ class Intake:
             await self._wakeup.wait()
             delay = self._not_before - self._clock()
             if delay > 0:
-                await self._sleep(delay)
+                await self._back_off(delay)
             batch = self._take_batch()
             if not batch:
                 continue
@@ -139,12 +142,33 @@ class Intake:
             if retry is None:
                 self._failures = 0
                 continue
-            self._failures += 1
-            self._not_before = self._clock() + min(
-                MAX_RETRY_SECONDS, max(retry.after, RETRY_SECONDS * 2 ** (self._failures - 1))
-            )
-            log.warning("%d jobs not handed on (%s); retrying", len(retry.uuids), retry.reason)
+            if retry.escalate:
+                self._failures += 1
+                self._not_before = self._clock() + min(
+                    MAX_RETRY_SECONDS, max(retry.after, RETRY_SECONDS * 2 ** (self._failures - 1))
+                )
+                log.warning("%d jobs not handed on (%s); retrying", len(retry.uuids), retry.reason)
+            else:
+                self._not_before = self._clock() + retry.after
             self._enqueue(uuid for uuid in retry.uuids if self._still_waiting(uuid))
+
+    def retry_now(self) -> None:
+        """Leadership changed: whatever waits out a back-off goes now, to its new destination."""
+        self._failures = 0
+        self._not_before = 0.0
+        self._retry_now.set()
+        if self._pending:
+            self._wakeup.set()
+
+    async def _back_off(self, delay: float) -> None:
+        self._retry_now.clear()
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waker = asyncio.ensure_future(self._retry_now.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
 
     def _take_batch(self) -> list[str]:
         batch: list[str] = []

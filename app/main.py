@@ -141,6 +141,7 @@ class Controller:
         """The one place a change of leadership fans out from."""
         self.metrics.is_leader.set(1 if leading else 0)
         self.admitter.leadership_changed(leading)
+        self.intake.retry_now()  # jobs waiting out a relay back-off go to their new destination now
         if leading:
             self.sweeper.trigger()  # a new leader sweeps at once: the old one may have died mid-burst
             self.lifecycle.wake()  # and acts on the pods it has only been watching

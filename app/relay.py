@@ -42,6 +42,8 @@ MAX_BODY_BYTES = 64 * 1024
 # The leader answers at once (it only queues); a slow answer means it is in trouble.
 FORWARD_TIMEOUT_SECONDS = 5.0
 RETRY_SECONDS = 1.0
+# While no leader is known (an election under way) undelivered jobs are offered again this often.
+NO_LEADER_POLL_SECONDS = 0.25
 
 
 class Relay:
@@ -81,7 +83,7 @@ class Relay:
     async def _post(self, payload: dict[str, list[str]], uuids: list[str]) -> Retry | None:
         url = self._leader_url()
         if not url:
-            return Retry(uuids, after=RETRY_SECONDS, reason="no leader known yet")
+            return Retry(uuids, after=NO_LEADER_POLL_SECONDS, reason="no leader known yet", escalate=False)
         body = json.dumps(payload).encode()
         headers = {"content-type": "application/json"}
         if self._key:

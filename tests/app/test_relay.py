@@ -22,7 +22,15 @@ from app.buildkite.signature import sign
 from app.intake import Retry
 from app.jobs import JobBook, Stage
 from app.metrics import Metrics
-from app.relay import MAX_BODY_BYTES, MAX_JOBS, RELAY_PATH, RETRY_SECONDS, Relay, RelayReceiver, router
+from app.relay import (
+    MAX_BODY_BYTES,
+    MAX_JOBS,
+    NO_LEADER_POLL_SECONDS,
+    RELAY_PATH,
+    Relay,
+    RelayReceiver,
+    router,
+)
 
 KEY = "relay-shared-secret"
 NOW = 1_750_000_000.0
@@ -193,7 +201,9 @@ def forward_over(network: Network, *, leader_url: str | None = LEADER) -> tuple[
 def test_forward_retries_when_no_leader_is_known_and_sends_nothing() -> None:
     network = Network()
     retry, follower = forward_over(network, leader_url=None)
-    assert isinstance(retry, Retry) and retry.uuids == [A, B] and retry.after == RETRY_SECONDS
+    # An election under way is no failure to back off from: offered again shortly, without escalating.
+    assert isinstance(retry, Retry) and retry.uuids == [A, B] and retry.after == NO_LEADER_POLL_SECONDS
+    assert not retry.escalate
     assert "no leader" in retry.reason and network.requests == []
     assert follower.stage(A) is follower.stage(B) is Stage.SEEN
 
