@@ -293,6 +293,13 @@ OPTIONS: tuple[Option, ...] = (
         secret=True,
     ),
     Option(
+        "job-trails",
+        "server",
+        "job_trails",
+        "ended jobs whose decision trail GET /jobs/{uuid} keeps (the oldest are forgotten)",
+        kind="int",
+    ),
+    Option(
         "advertise-url",
         "server",
         "advertise_url",

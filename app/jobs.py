@@ -123,6 +123,7 @@ class JobRecord:
     announced: bool = False  # a webhook (or a follower's relay of one) named it
     cancelled: bool = False
     pod_phase: str | None = None
+    pod_containers: str = ""  # the containers' states as last noted in the trail
     ended_at: float | None = None  # monotonic
     seen_at: float = 0.0  # monotonic, for the phase timings
     since: dict[Stage, float] = field(default_factory=dict)  # unix time each stage was entered
@@ -217,7 +218,9 @@ class JobBook:
             record.announced = True
         return True
 
-    def pod_seen(self, uuid: str, *, phase: str | None, deleted: bool, detail: str = "") -> None:
+    def pod_seen(
+        self, uuid: str, *, phase: str | None, deleted: bool, detail: str = "", containers: str = ""
+    ) -> None:
         """The pod watch saw a pod of ``uuid``: tombstone it, follow its phase, end it when it is gone."""
         key = normalise(uuid)
         now = self._clock()
@@ -241,6 +244,9 @@ class JobBook:
         if phase and phase != record.pod_phase:
             record.pod_phase = phase
             self._step(record, "pod", f"phase {phase} {detail}".strip())
+        if containers and containers != record.pod_containers:
+            record.pod_containers = containers
+            self._step(record, "containers", containers[:500])
         if deleted and record.stage is Stage.CREATED:
             self.end(key, Stage.CANCELLED if record.cancelled else Stage.FINISHED, "pod", "pod deleted")
         elif deleted:

@@ -38,6 +38,7 @@ from app.lifecycle import LifecyclePolicy
 from app.lifecycle.runner import LifecycleRunner
 from app.metrics import Metrics
 from app.ops import router as ops_router
+from app.podview import container_summary
 from app.relay import Relay, RelayReceiver
 from app.relay import router as relay_router
 from app.settings import Settings
@@ -167,7 +168,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
     # serve refuses to start without an agent token: without one no job that cannot run could be failed.
     agent_api = AgentAPI(http, endpoint=bk.agent_endpoint, agent_token=_secret(bk.agent_token) or "")
     failer = JobFailer(agent_api, metrics=metrics)
-    book = JobBook(replica=identity, timer=metrics)
+    book = JobBook(replica=identity, timer=metrics, max_ended=settings.server.job_trails)
     controller: Controller | None = None
 
     def leadership_changed(leading: bool) -> None:
@@ -286,7 +287,14 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
     # The book first: every later listener reads a record that already knows the pod.
     watch.subscribe(
         lambda view: (
-            book.pod_seen(view.job_uuid, phase=view.phase, deleted=view.deleted) if view.job_uuid else None
+            book.pod_seen(
+                view.job_uuid,
+                phase=view.phase,
+                deleted=view.deleted,
+                containers=container_summary(view),
+            )
+            if view.job_uuid
+            else None
         )
     )
     watch.subscribe(lifecycle.on_pod)

@@ -243,3 +243,17 @@ def _terminated(raw: Mapping[str, Any]) -> Terminated:
         message=_str(raw.get("message")),
         finished_at=parse_time(raw.get("finishedAt")),
     )
+
+
+def container_summary(view: PodView) -> str:
+    """The containers' states in a few words, for a job's trail: "imagecheck-0 waiting ErrImagePull; …"."""
+    parts: list[str] = []
+    for container in (*view.init_containers, *view.containers):
+        if container.terminated is not None:
+            reason = f" {container.terminated.reason}" if container.terminated.reason else ""
+            parts.append(f"{container.name} exited {container.terminated.exit_code}{reason}")
+        elif container.is_running:
+            parts.append(f"{container.name} running")
+        elif container.waiting_reason:
+            parts.append(f"{container.name} waiting {container.waiting_reason}")
+    return "; ".join(parts)

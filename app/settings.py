@@ -30,6 +30,9 @@ class ServerSettings(_Section):
     # Bearer token for the ops write endpoints (POST /reconcile); without one only loopback clients
     # (``kubectl port-forward``) may call them.
     ops_token: SecretStr | None = None
+    # Ended jobs whose decision trail GET /jobs/{uuid} still shows (each a few KiB at most); older ones
+    # keep only a tombstone.
+    job_trails: int = Field(1000, ge=1, le=1_000_000)
 
 
 class WebhookSettings(_Section):

@@ -87,6 +87,7 @@ class PodRecord:
     not_before: float = -math.inf  # end of the retry back-off
     detected_at: float | None = None  # when its failure was first seen
     busy: asyncio.Task[None] | None = None  # its running action
+    noted_until: float | None = None  # the last "kept until" written to the job's trail
 
     def seen(self, view: PodView) -> None:
         if view.uid != self.view.uid:
@@ -300,6 +301,10 @@ class LifecycleRunner:
             self.check.drop(uuid)
         if recheck_at is not None:
             self._timers.set(name, recheck_at)
+            if self._book is not None and uuid and record.noted_until != recheck_at:
+                record.noted_until = recheck_at
+                when = time.strftime("%H:%M:%S", time.gmtime(recheck_at))
+                self._book.note(uuid, "decision", f"kept until {when} UTC ({record.view.phase or 'Pending'})")
         elif record.view.deleted:
             self._forget(name, record)
 
@@ -320,6 +325,8 @@ class LifecycleRunner:
 
     def _launch(self, name: str, record: PodRecord, view: PodView, action: FailJob | Notify | Delete) -> None:
         if self._book is not None and view.job_uuid:
+            if isinstance(action, Delete) and action.reason == "cancelled":
+                self._book.cancel(view.job_uuid, "lifecycle")  # learned from the state check, not a webhook
             self._book.note(view.job_uuid, "decision", _describe(action))
         record.busy = asyncio.create_task(self._act(name, record, view, action), name=f"lifecycle {name}")
 
