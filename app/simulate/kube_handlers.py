@@ -58,6 +58,8 @@ class Call:
 
 def _success(rtype: ResourceType, name: str, uid: str) -> Json:
     details = {"name": name, "kind": rtype.plural, "uid": uid}
+    if rtype.group:
+        details["group"] = rtype.group
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
 
@@ -296,12 +298,15 @@ class Handlers:
             return 200, _success(call.rtype, call.name, obj["metadata"]["uid"])
         requested = _int_param(call.query, "gracePeriodSeconds", options.get("gracePeriodSeconds"))
         grace = kube_pods.grace_seconds(obj, requested)
-        if grace == 0:
-            return 200, self.store.delete(call.rtype, call.namespace or "", call.name)
         marked = kube_pods.mark_deleting(obj, grace=grace, now=kube_pods.utc_now(self.clock()))
         if marked is None:
             return 200, obj
-        return 200, self.store.replace(call.rtype, call.namespace or "", marked)
+        stored = self.store.replace(call.rtype, call.namespace or "", marked)
+        if grace == 0:
+            # As in the apiserver's registry, even an immediate delete first writes the deletion mark
+            # (watchers see MODIFIED with deletionTimestamp, then DELETED); the reply is the last state.
+            return 200, self.store.delete(call.rtype, call.namespace or "", call.name)
+        return 200, stored
 
     def delete_collection(self, call: Call) -> Result:
         _, listed = self.list(Call("list", call.rtype, call.namespace, query=call.query))

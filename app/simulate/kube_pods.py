@@ -48,6 +48,32 @@ def _qos_class(spec: dict[str, Any]) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
+# What the DefaultTolerationSeconds admission plugin adds: survive a node outage for 5 minutes.
+NODE_OUTAGE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+TOLERATION_SECONDS = 300
+
+
+def _tolerates(toleration: Any, key: str) -> bool:
+    if not isinstance(toleration, dict) or toleration.get("effect", "") not in ("", "NoExecute"):
+        return False
+    if toleration.get("operator") == "Exists":
+        return toleration.get("key", "") in ("", key)
+    return toleration.get("key") == key
+
+
+def _default_tolerations(spec: dict[str, Any]) -> None:
+    tolerations = spec.get("tolerations")
+    if tolerations is not None and not isinstance(tolerations, list):
+        return  # malformed: validation reports it
+    added = [
+        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": TOLERATION_SECONDS}
+        for key in NODE_OUTAGE_TAINTS
+        if not any(_tolerates(t, key) for t in tolerations or [])
+    ]
+    if added:
+        spec["tolerations"] = [*(tolerations or []), *added]
+
+
 def apply_defaults(pod: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of `pod` with the defaults the apiserver fills in on create."""
     pod = copy.deepcopy(pod)
@@ -63,6 +89,9 @@ def apply_defaults(pod: dict[str, Any]) -> dict[str, Any]:
         ("serviceAccountName", "default"),
     ):
         spec.setdefault(key, value)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")  # the Priority admission plugin
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])  # the deprecated alias, still filled in
+    _default_tolerations(spec)
     for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         if isinstance(container, dict):
             _default_container(container)
@@ -109,6 +138,8 @@ def mark_deleting(pod: dict[str, Any], *, grace: int, now: datetime) -> dict[str
     marked = copy.deepcopy(pod)
     marked["metadata"]["deletionTimestamp"] = (now + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
     marked["metadata"]["deletionGracePeriodSeconds"] = grace
+    if current is None and "generation" in meta:
+        marked["metadata"]["generation"] = meta["generation"] + 1  # the first mark is a new generation
     return marked
 
 

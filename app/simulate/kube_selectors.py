@@ -115,11 +115,22 @@ def _parse_clause(clause: str) -> Requirement:
     return Requirement(clause, "exists")
 
 
+def _empty_clause_message(index: int, *, last: bool) -> str:
+    """The apiserver's lexer wording for a selector with nothing between (or before, or after) commas."""
+    if index == 0:
+        return "found ',', expected: !, identifier, or 'end of string'"
+    return f"found '{'' if last else ','}', expected: identifier after ','"
+
+
 def parse_label_selector(text: str | None) -> Selector:
     """Parse `?labelSelector=`; an empty or missing selector matches everything."""
     if not text or not text.strip():
         return ()
-    requirements = tuple(_parse_clause(c) for c in _split_clauses(text))
+    clauses = _split_clauses(text)
+    for index, clause in enumerate(clauses):
+        if not clause:
+            raise bad_request(_empty_clause_message(index, last=index == len(clauses) - 1))
+    requirements = tuple(_parse_clause(c) for c in clauses)
     for req in requirements:
         _check_label(req.key, req.values)
     return requirements

@@ -57,6 +57,14 @@ def translate(event: StoredEvent, matches: Predicate) -> str | None:
     return "DELETED" if before else None
 
 
+def shown(event: StoredEvent, event_type: str) -> Mapping[str, Any]:
+    """The object a watch sends: for one that left the selected set, its last state that matched (the
+    apiserver sends the previous object there, so a client sees the labels that had selected it)."""
+    if event_type == "DELETED" and event.type == "MODIFIED" and event.previous is not None:
+        return event.previous
+    return event.obj
+
+
 def _start(store: Store, watcher: Watcher, request: WatchRequest) -> tuple[list[bytes], int]:
     """Register the watcher; return the opening lines (initial state or replay) and the version reached."""
     version = request.resource_version
@@ -68,7 +76,7 @@ def _start(store: Store, watcher: Watcher, request: WatchRequest) -> tuple[list[
     except ValueError:
         raise kube_status.bad_request(f'invalid resource version "{version}"') from None
     replay = store.subscribe(watcher, since)
-    lines = [_line(t, e.obj) for e in replay if (t := translate(e, request.matches))]
+    lines = [_line(t, shown(e, t)) for e in replay if (t := translate(e, request.matches))]
     return lines, max([since, *(e.resource_version for e in replay)])
 
 
@@ -117,7 +125,7 @@ async def _follow(watcher: Watcher, request: WatchRequest, seen: int) -> AsyncIt
             return  # dropped by the server (FakeKubeAPI.drop_watches)
         seen = event.resource_version
         if event_type := translate(event, request.matches):
-            yield _line(event_type, event.obj)
+            yield _line(event_type, shown(event, event_type))
 
 
 def _bookmark(rtype: ResourceType, version: int) -> bytes:

@@ -54,9 +54,11 @@ def test_a_watch_from_a_resource_version_replays_later_changes_in_order(core_v1)
     core_v1.create_namespaced_pod("default", make_pod("b"))
     core_v1.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"x": "1"}}})
     core_v1.delete_namespaced_pod("b", "default")
-    assert _events(core_v1, 3, resource_version=listed) == [
+    # Deleting even an unbound pod first writes its deletion mark (MODIFIED), as the apiserver does.
+    assert _events(core_v1, 4, resource_version=listed) == [
         ("ADDED", "b"),
         ("MODIFIED", "a"),
+        ("MODIFIED", "b"),
         ("DELETED", "b"),
     ]
 
