@@ -11,6 +11,7 @@ goes at once.
 from __future__ import annotations
 
 import copy
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,6 +75,45 @@ def _default_tolerations(spec: dict[str, Any]) -> None:
         spec["tolerations"] = [*(tolerations or []), *added]
 
 
+# What the ServiceAccount admission plugin mounts into every container unless the pod opts out.
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's utilrand alphabet (no vowels, no look-alikes)
+
+
+def _token_volume(name: str) -> dict[str, Any]:
+    token = {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
+    ca = {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+    field = {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
+    namespace = {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": field}]}}
+    return {"name": name, "projected": {"sources": [token, ca, namespace], "defaultMode": 420}}
+
+
+def _mount_service_account_token(spec: dict[str, Any]) -> None:
+    volumes, containers = (
+        spec.get("volumes"),
+        (spec.get("initContainers") or []) + (spec.get("containers") or []),
+    )
+    if spec.get("automountServiceAccountToken") is False or not isinstance(volumes or [], list):
+        return
+    if not all(isinstance(c, dict) and isinstance(c.get("volumeMounts") or [], list) for c in containers):
+        return  # malformed: validation reports it
+    name = "kube-api-access-" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+    mount = {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH}
+    needing = [
+        c
+        for c in containers
+        if not any(
+            isinstance(m, dict) and m.get("mountPath") == TOKEN_MOUNT_PATH
+            for m in c.get("volumeMounts") or []
+        )
+    ]
+    if not needing:
+        return
+    spec["volumes"] = [*(volumes or []), _token_volume(name)]
+    for container in needing:
+        container["volumeMounts"] = [*(container.get("volumeMounts") or []), dict(mount)]
+
+
 def apply_defaults(pod: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of `pod` with the defaults the apiserver fills in on create."""
     pod = copy.deepcopy(pod)
@@ -92,6 +132,7 @@ def apply_defaults(pod: dict[str, Any]) -> dict[str, Any]:
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")  # the Priority admission plugin
     spec.setdefault("serviceAccount", spec["serviceAccountName"])  # the deprecated alias, still filled in
     _default_tolerations(spec)
+    _mount_service_account_token(spec)
     for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         if isinstance(container, dict):
             _default_container(container)

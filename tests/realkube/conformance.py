@@ -101,6 +101,8 @@ def normalise(obj: Any) -> Any:
                 out[key] = "<set>"
             elif isinstance(value, str) and _TIMESTAMP.match(value):
                 out[key] = "<time>"
+            elif isinstance(value, str) and value.startswith("kube-api-access-"):
+                out[key] = "kube-api-access-<random>"  # the ServiceAccount token volume's generated name
             else:
                 out[key] = normalise(value)
         return out

@@ -77,6 +77,23 @@ def test_create_get_and_their_errors(targets) -> None:
     assert seen[0] == 201 and seen[4]["code"] == 409 and seen[5]["code"] == 404
 
 
+def test_defaults_and_admission_of_a_pod_that_mounts_its_service_account_token(targets) -> None:
+    manifest = pod("p")
+    del manifest["spec"]["automountServiceAccountToken"]
+    manifest["spec"]["initContainers"] = [{"name": "init", "image": "alpine:3.20"}]
+    manifest["spec"]["tolerations"] = [{"key": "node.kubernetes.io/unreachable", "operator": "Exists"}]
+
+    def scenario(t: Target) -> Any:
+        return normalise(create(t, manifest)["spec"])
+
+    spec = compare(targets, scenario)
+    assert spec["volumes"][0]["name"] == "kube-api-access-<random>"
+    assert [t["key"] for t in spec["tolerations"]] == [
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/not-ready",
+    ]
+
+
 def test_invalid_objects_are_422_with_their_causes(targets) -> None:
     bad_name = pod("Bad_Name")
     no_image = pod("no-image")
