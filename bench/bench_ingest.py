@@ -104,7 +104,9 @@ def lua_bodies(template: bytes, count: int, path: Path) -> None:
 def lua_string(data: bytes) -> str:
     return (
         '"'
-        + "".join(f"\\{byte:03d}" if byte < 32 or byte in (34, 92) or byte > 126 else chr(byte) for byte in data)
+        + "".join(
+            f"\\{byte:03d}" if byte < 32 or byte in (34, 92) or byte > 126 else chr(byte) for byte in data
+        )
         + '"'
     )
 
@@ -138,8 +140,8 @@ def run_wrk(url: str, script: Path, args: argparse.Namespace, pin: list[str]) ->
         "non_2xx": bad,
         "socket_errors": errors_match.group(1) if errors_match else None,
         "per_second_2xx": round((total - bad) / seconds, 1),
-        "latency_p50": re.search(r"50%\s+(\S+)", output).group(1),  # type: ignore[union-attr]
-        "latency_p99": re.search(r"99%\s+(\S+)", output).group(1),  # type: ignore[union-attr]
+        "latency_p50": re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1),  # type: ignore[union-attr]
+        "latency_p99": re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1),  # type: ignore[union-attr]
     }
 
 
