@@ -29,8 +29,12 @@ from app.simulate.webhook_sender import sign
 
 WEBHOOK_SECRET = "ha-test-webhook-secret"
 LEASE_NAME = "buildkite-controller-leader"
-LEASE_SECONDS = 3.0
+# Short enough for a failover test, long enough that a leader on two busy shared cores keeps leading:
+# with 3 s and client-go's 2/3 renew deadline (2 s) one slow election round made it step down and back,
+# and every comeback triggers a takeover sweep.
+LEASE_SECONDS = 5.0
 RENEW_SECONDS = 1.0
+RENEW_DEADLINE_SECONDS = 4.0
 RECONCILE_SECONDS = 60.0
 
 
@@ -108,6 +112,7 @@ def replica_env(info: dict[str, Any], **overrides: str) -> dict[str, str]:
         "max_in_flight": "0",  # without a kubelet no pod would ever free a slot
         "lease_duration": f"{LEASE_SECONDS}s",
         "leader_renew_interval": f"{RENEW_SECONDS}s",
+        "leader_renew_deadline": f"{RENEW_DEADLINE_SECONDS}s",
         "reconcile_interval": f"{RECONCILE_SECONDS}s",
         # The fake apiserver is local; client-side throttling would only measure the limiter.
         "k8s_client_rate_limiter_qps": "2000",

@@ -95,8 +95,9 @@ def test_two_replicas_with_triple_webhooks_create_one_pod_per_job(tmp_path: Path
         ids = cluster.sim.add_jobs(JOBS_TWO_REPLICAS)
         burst = Burst(urls(cluster), cluster.sim.webhook_bodies(ids), seed=2).start()
         burst.join()
+        # Every delivery answered 2xx; 202 or 200 depends on whether a takeover sweep found the job
+        # before its first webhook arrived, so only "every job has its one pod" is asserted below.
         assert set(burst.statuses) <= {"200", "202"}, burst.statuses
-        assert burst.statuses["202"] >= len(ids), "every job is accepted by at least one replica"
         assert_one_pod_per_job_and_nothing_failed(cluster, ids)
 
 
