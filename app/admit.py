@@ -90,6 +90,7 @@ class Admitter:
         metrics: Metrics,
         is_leader: Callable[[], bool] = lambda: True,
         reconfirm_after_seconds: float = RECONFIRM_AFTER_SECONDS,
+        hand_over: Callable[[list[str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._book = book
@@ -105,6 +106,10 @@ class Admitter:
         self._metrics = metrics
         self._is_leader = is_leader
         self._reconfirm_after = reconfirm_after_seconds
+        # Where queued jobs go when this replica stops leading: intake, which relays them to the new
+        # leader (or confirms them again if leadership comes back). None: they end handed_over and the
+        # next leader's sweep finds them.
+        self._hand_over_to = hand_over
         self._clock = clock
         self._ready: list[_Queued] = []  # by priority
         self._later: list[_Queued] = []  # by time: retries waiting out their delay
@@ -135,17 +140,25 @@ class Admitter:
         self._wakeup.set()
 
     def leadership_changed(self, leading: bool) -> None:
-        """A replica that stops leading hands its queue over: the new leader's takeover sweep finds
-        every job still scheduled, so dropping ours here loses nothing and cannot duplicate."""
+        """A replica that stops leading hands its queue over (``hand_over``): nothing waits here for a
+        leadership that may not come back, and nothing is created by two replicas."""
         if not leading:
             self._hand_over("leadership lost")
         self._wakeup.set()
 
     def _hand_over(self, why: str) -> None:
+        uuids: list[str] = []
         for entry in (*self._ready, *self._later):
             record = self._book.get(entry.job.uuid)
-            if record is not None and record.stage is Stage.QUEUED:
+            if record is None or record.stage is not Stage.QUEUED:
+                continue
+            if self._hand_over_to is None:
                 self._book.end(entry.job.uuid, Stage.HANDED_OVER, "admit", why)
+            else:
+                self._book.move(entry.job.uuid, Stage.SEEN, "admit", f"{why}: back to intake")
+                uuids.append(entry.job.uuid)
+        if uuids and self._hand_over_to is not None:
+            self._hand_over_to(uuids)
         self._ready.clear()
         self._later.clear()
         self._metrics.queue_depth.set(0)

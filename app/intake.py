@@ -113,6 +113,11 @@ class Intake:
             self._enqueue([normalise(record.uuid) for record in fresh])
         return fresh, known
 
+    def take_back(self, uuids: list[str]) -> None:
+        """Jobs admission gave up when this replica stopped leading: they go out again with the next
+        batch — to the new leader, or to confirm if this replica leads again."""
+        self._enqueue(uuid for uuid in uuids if self._still_waiting(uuid))
+
     def pending(self) -> int:
         return len(self._pending)
 

@@ -62,8 +62,17 @@ TRANSITIONS: dict[Stage, frozenset[Stage]] = {
     Stage.CONFIRMING: frozenset(
         {Stage.SEEN, Stage.QUEUED, Stage.CREATED, Stage.DROPPED, Stage.CANCELLED, Stage.HANDED_OVER}
     ),
+    # Back to seen: the replica stopped leading, and its queue goes to whoever leads now (via intake).
     Stage.QUEUED: frozenset(
-        {Stage.CONFIRMING, Stage.CREATING, Stage.CREATED, Stage.DROPPED, Stage.CANCELLED, Stage.HANDED_OVER}
+        {
+            Stage.SEEN,
+            Stage.CONFIRMING,
+            Stage.CREATING,
+            Stage.CREATED,
+            Stage.DROPPED,
+            Stage.CANCELLED,
+            Stage.HANDED_OVER,
+        }
     ),
     Stage.CREATING: frozenset({Stage.QUEUED, Stage.CREATED, Stage.FAILED, Stage.CANCELLED, Stage.DROPPED}),
     Stage.CREATED: frozenset({Stage.FINISHED, Stage.FAILED, Stage.CANCELLED}),
