@@ -32,6 +32,7 @@ from app.intake import Retry
 from app.jobs import JobBook, Stage, is_uuid, normalise
 from app.metrics import Metrics
 from app.state import running_controller
+from app.webhook import read_body
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class RelayReceiver:
 
     async def handle(self, request: Request) -> JSONResponse:
         try:
-            body = await _read_body(request)
+            body = await read_body(request, limit=MAX_BODY_BYTES)
             verify(
                 request.headers,
                 body,
@@ -165,17 +166,6 @@ def parse_jobs(body: bytes) -> tuple[list[str], list[str]]:
     if not all(is_uuid(uuid) for uuid in (*jobs, *cancelled)):
         raise WebhookRejected(400, "every job must be a UUID")
     return jobs, cancelled
-
-
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise WebhookRejected(413, f"body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def router() -> APIRouter:

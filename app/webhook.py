@@ -104,19 +104,22 @@ class WebhookIntake:
         return 202, "accepted"
 
     async def _read_body(self, request: Request) -> bytes:
-        """The raw body, refusing early (413) once it passes the limit instead of buffering it all."""
-        limit = self._settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        return await read_body(request, limit=self._settings.max_body_bytes)
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The raw body, refusing early (413) once it passes ``limit`` instead of buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise WebhookRejected(413, f"body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
             raise WebhookRejected(413, f"body over {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise WebhookRejected(413, f"body over {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def router() -> APIRouter:
