@@ -14,15 +14,13 @@ from typing import Any
 
 from app.simulate.buildkite_clock import Clock
 
-SURFACES = frozenset({"graphql", "agent", "stacks", "any"})
+SURFACES = frozenset({"graphql", "agent", "any"})
 
 
 def surface_of(path: str) -> str | None:
     """Which API a request path belongs to; None for the test-control API, which is never faulted."""
     if path == "/v1" or path.startswith("/v1/"):
         return "graphql"
-    if path.startswith("/v3/stacks"):
-        return "stacks"
     if path.startswith("/v3/"):
         return "agent"
     return None

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-# Internal lifecycle names (reference §5.4). The agent API and the stacks API speak these.
+# Internal lifecycle names (reference §5.4). The agent API speaks these.
 STATES = frozenset(
     {
         "pending",

@@ -1,4 +1,4 @@
-"""`FakeBuildkite`: Buildkite's GraphQL, agent and stacks APIs in one loopback server, for tests.
+"""`FakeBuildkite`: Buildkite's GraphQL and agent APIs in one loopback server, for tests.
 
 Start it (`with FakeBuildkite() as bk:` or `bk.start()`), point the controller at `bk.graphql_url` and
 `bk.agent_endpoint`, and drive Buildkite's side in-process (`add_job`, `cancel`, `set_state`, `inject`)
@@ -25,7 +25,6 @@ from app.simulate.buildkite_graphql import GraphQLEndpoint, GraphQLSettings
 from app.simulate.buildkite_graphql_nodes import GraphQLRoot
 from app.simulate.buildkite_jobs import FakeJob, FakeOrganization, agent_query_rules, step_env
 from app.simulate.buildkite_middleware import RecordAndFaultMiddleware
-from app.simulate.buildkite_stacks_api import StacksAPI
 from app.simulate.buildkite_store import JobStore, NewJob
 from app.simulate.buildkite_thread import LoopbackServer
 from app.simulate.started import Started
@@ -72,10 +71,8 @@ class FakeBuildkite(Started):
     def _build_app(self) -> Starlette:
         graphql = GraphQLEndpoint(GraphQLRoot(self.store, self.org), self.budget, self.graphql_settings)
         agent = AgentAPI(self.store, self.registry, self.clock, cluster_id=self.org.cluster_uuid)
-        stacks = self.stacks_api = StacksAPI(self.store, self.registry, self.clock, self.org)
         routes = [
             Route("/v1", graphql.handle, methods=["POST"]),
-            *stacks.routes(),
             *agent.routes(),
             *control_routes(self),
         ]
@@ -108,8 +105,6 @@ class FakeBuildkite(Started):
         self.call_log.clear()
         self.faults.clear()
         self.budget.reset(limit=self._points_limit)
-        self.stacks_api.stacks.clear()
-        self.stacks_api.paused_queues.clear()
         self.sender = None
         self.webhook_outbox.clear()
 
@@ -215,16 +210,12 @@ class FakeBuildkite(Started):
         count: int | None = 1,
         path: str | None = None,
     ) -> Fault:
-        """Make the next `count` calls to `surface` ("graphql", "agent", "stacks", "any") misbehave."""
+        """Make the next `count` calls to `surface` ("graphql", "agent", "any") misbehave."""
         fault = Fault(surface, status, retry_after, errors, latency_seconds, count, path)
         return self.faults.add(fault)
 
     def clear_faults(self) -> None:
         self.faults.clear()
-
-    def pause_queue(self, queue_key: str, *, paused: bool = True) -> None:
-        """Flip the queue's `dispatch_paused` flag as the stacks API reports it."""
-        (self.stacks_api.paused_queues.add if paused else self.stacks_api.paused_queues.discard)(queue_key)
 
     def set_points(self, *, limit: int | None = None, used: int | None = None) -> None:
         """Shrink or pre-spend the organisation's GraphQL points to reach a 429 quickly."""
@@ -249,10 +240,8 @@ class FakeBuildkite(Started):
         ]
 
     def finish_calls(self, job_uuid: str) -> int:
-        """How many finish requests (agent or stacks, accepted or not) named this job."""
-        agent = self.calls_to(f"/v3/jobs/{job_uuid}/finish", method="PUT")
-        stacks = [c for c in self.calls_to(f"/jobs/{job_uuid}/finish", method="POST") if "/stacks/" in c.path]
-        return len(agent) + len(stacks)
+        """How many agent-API finish requests (accepted or not) named this job."""
+        return len(self.calls_to(f"/v3/jobs/{job_uuid}/finish", method="PUT"))
 
     # -- webhooks ---------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The fake Buildkite's in-memory job store and its state machine.
 
-Every surface of the fake (GraphQL, agent API, stacks API, test control) changes jobs only through
+Every surface of the fake (GraphQL, agent API, test control) changes jobs only through
 this store, under one lock, so two concurrent acquires have exactly one winner. After a change the
 store tells its listeners (the webhook emitter) which Buildkite event the change means, outside the
 lock. Rules follow reference/buildkite-api.md §5.2, §5.4 and §7.1.
@@ -227,7 +227,7 @@ class JobStore:
         return self._announce(event, job)
 
     def update(self, job_uuid: str, change: Callable[[FakeJob], Any]) -> FakeJob:
-        """Apply a field change that is not a state move (stacks notifications, reservations)."""
+        """Apply a field change that is not a state move (reservations)."""
         with self._lock:
             job = self._require(job_uuid)
             change(job)
