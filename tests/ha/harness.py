@@ -74,7 +74,7 @@ class Replica:
 
     def terminate(self) -> int:
         assert self.process is not None
-        code = terminate(self.process, timeout=25)
+        code = terminate(self.process, timeout=30)  # the pod's terminationGracePeriodSeconds
         self.exit_codes.append(code)
         return code
 
