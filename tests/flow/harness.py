@@ -141,6 +141,10 @@ def running_stack(
                 wait_until(
                     lambda: stack.get("/readyz").status_code == 200, timeout=10, what="controller ready"
                 )
+                # The boot sweep comes once leadership is won; a job a test adds before it has ended could be
+                # found by that sweep first, and the test's own webhook answered "duplicate".
+                controller = server.app.state.controller
+                wait_until(lambda: controller.sweeper.last is not None, timeout=10, what="the boot sweep")
                 yield stack
             finally:
                 server.stop()
