@@ -18,7 +18,6 @@ at most ``reconfirm_after_seconds`` ago — an older confirmation is re-checked 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -32,6 +31,7 @@ from app.errors import BuildkiteError
 from app.jobs import JobBook, Stage
 from app.logs import job_log
 from app.metrics import Metrics
+from app.waiting import wait_set
 from podspec.job import Job
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,7 @@ class Admitter:
             timeout = None
             if self._later and not self._draining:  # draining admits nothing: no timer to spin on
                 timeout = max(0.0, self._later[0].sort_key[0] - self._clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+            await wait_set(self._wakeup, timeout)
 
     def admit_ready(self) -> None:
         if not self._is_leader():
@@ -371,7 +370,8 @@ class Admitter:
         _, pending = await asyncio.wait(running, timeout=timeout)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:  # a cancelled create ends at its next await; a moment is plenty, and nothing waits longer
+            await asyncio.wait(pending, timeout=1.0)
 
     def _push(self, job: Job) -> None:
         heapq.heappush(self._ready, _Queued((-job.priority, next(self._seq)), job))

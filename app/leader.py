@@ -35,6 +35,7 @@ from app.errors import AlreadyExists, Conflict, Forbidden, KubeError
 from app.kube import KubeGateway
 from app.metrics import Metrics
 from app.settings import default_renew_deadline
+from app.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ class LeaderElector:
         try:
             while True:
                 await self.try_acquire_or_renew()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._renew)
+                await wait_set(self._wakeup, self._renew)
                 self._wakeup.clear()
         finally:
             if self._timer is not None:

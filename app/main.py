@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -44,6 +45,7 @@ from app.relay import router as relay_router
 from app.settings import Settings
 from app.sweep import Sweeper
 from app.tags import ControllerTags
+from app.waiting import within
 from app.watch import PodWatch
 from app.web import router as web_router
 from app.webhook import WebhookIntake
@@ -59,6 +61,8 @@ LEASE_RELEASE_SECONDS = 3.0
 RESTART_BACKOFF_SECONDS = (0.1, 1.0, 5.0, 30.0)
 # Creates already sent get this long to finish at shutdown; well inside the pod's 30 s grace period.
 SHUTDOWN_DRAIN_SECONDS = 10.0
+# Every other shutdown step (stopping the stage loops, closing each client) gets at most this long.
+SHUTDOWN_STEP_SECONDS = 2.0
 
 
 @dataclass
@@ -100,18 +104,37 @@ class Controller:
             self.tasks.append(asyncio.create_task(supervised(name, loop), name=name))
 
     async def stop(self) -> None:
-        """Readiness goes false, creates already sent finish, then the Lease is given up."""
+        """Readiness goes false, creates already sent finish, then the Lease is given up.
+
+        Every phase is bounded, so the whole stays inside the pod's grace period however slow the
+        apiserver is; what a phase leaves undone is safe to drop (see ``Admitter.drain``)."""
         self.accepting = False
+        took: dict[str, float] = {}
+        started = time.monotonic()
         await self.admitter.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
+        took["drain"] = time.monotonic() - started
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(self.tasks, timeout=SHUTDOWN_STEP_SECONDS)
+        for task in stuck:
+            log.warning(
+                "stage loop %s did not stop when cancelled; left waiting at:%s",
+                task.get_name(),
+                "".join(f"\n  {where}" for where in await_chain(task)),
+            )
+        took["loops"] = time.monotonic() - started - sum(took.values())
         # After the elector's loop is gone, so it cannot take the Lease back while we release it. Bounded:
         # an overloaded apiserver must not push us past the grace period (the Lease then just expires).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.elector.release(), timeout=LEASE_RELEASE_SECONDS)
+        await _bounded(self.elector.release(), LEASE_RELEASE_SECONDS)
+        took["lease"] = time.monotonic() - started - sum(took.values())
         for close in self.closers:
-            await close()
+            await _bounded(close(), SHUTDOWN_STEP_SECONDS)
+        took["close"] = time.monotonic() - started - sum(took.values())
+        log.info(
+            "stopped in %.1f s (%s)",
+            time.monotonic() - started,
+            ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in took.items()),
+        )
 
     def is_ready(self) -> dict[str, bool]:
         """Ready means "this replica can take a webhook now": a follower relays it to the leader, so
@@ -357,6 +380,29 @@ def create_app(
     app.include_router(ops_router())
     app.include_router(web_router())
     return app
+
+
+def await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Where a task is waiting, outermost first: its coroutine and each one it awaits in turn
+    (``Task.get_stack`` shows only the outermost frame of a suspended coroutine)."""
+    chain: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            chain.append(repr(awaited)[:200])  # a future, or a C-level awaitable: the end of the chain
+            break
+        chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return chain
+
+
+async def _bounded(step: Awaitable[object], seconds: float) -> None:
+    """Await ``step`` for at most ``seconds`` (it is cancelled after that); shutdown goes on regardless."""
+    try:
+        await within(step, seconds)
+    except TimeoutError:
+        log.warning("a shutdown step took longer than %.0f s and was abandoned", seconds)
 
 
 async def _kube_api(settings: Settings) -> KubeAPI:

@@ -9,7 +9,6 @@ confirm is needed. Webhooks are the latency path; the sweep is the correctness p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from app.jobs import ENDED, JobBook, Stage
 from app.metrics import Metrics
 from app.settings import SweepSettings
 from app.tags import ControllerTags
+from app.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ class Sweeper:
             interval = self._settings.interval_seconds
             if self.last is not None and self.last.unannounced:
                 interval = min(interval, self._settings.busy_interval_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._trigger.wait(), timeout=interval)
+            await wait_set(self._trigger, interval)
 
     async def sweep(self, *, trigger: str, wait_seconds: float = 0) -> SweepSummary:
         """One pass over every queue we serve. Concurrent calls share one pass at a time."""

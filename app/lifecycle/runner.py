@@ -22,7 +22,6 @@ waits on an event with a timeout equal to the next due timer: no fixed sleeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -48,6 +47,7 @@ from app.lifecycle.pod_logs import LogLimits, PodLogReader
 from app.metrics import Metrics
 from app.podview import PodView
 from app.settings import LifecycleSettings
+from app.waiting import wait_set
 from app.watch import PodWatch
 
 log = logging.getLogger(__name__)
@@ -215,8 +215,7 @@ class LifecycleRunner:
             while True:
                 self._wake.clear()
                 await self.step()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_seconds())
+                await wait_set(self._wake, self._idle_seconds())
         finally:
             await self._stop_tasks()
 

@@ -21,6 +21,7 @@ from app.simulate import kube_status
 from app.simulate.kube_resources import ResourceType
 from app.simulate.kube_status import ApiError
 from app.simulate.kube_store import Store, StoredEvent, Watcher
+from app.waiting import within
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -116,7 +117,7 @@ async def _follow(watcher: Watcher, request: WatchRequest, seen: int) -> AsyncIt
     interval = request.bookmark_interval if request.allow_bookmarks else float("inf")
     while (left := deadline - time.monotonic()) > 0:
         try:
-            event = await asyncio.wait_for(watcher.queue.get(), timeout=min(left, interval))
+            event = await within(watcher.queue.get(), min(left, interval))
         except TimeoutError:
             if time.monotonic() < deadline and request.allow_bookmarks:
                 yield _bookmark(request.rtype, seen)
