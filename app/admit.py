@@ -10,6 +10,11 @@ In flight is *derived*, never counted up and down: the unfinished pods the watch
 running now, plus pods created but not yet seen by the watch. A counter that misses one decrement
 leaks forever (agent-stack-k8s #302); a count recomputed from the cluster cannot.
 
+Back-pressure: while creates, not the in-flight limit, are what holds jobs here, ``room`` stays clear
+once ``backlog`` confirmed jobs wait, and intake holds further confirms until it is set again. A
+trickle is confirmed at once (the queue is empty); a burst is confirmed in a few large batches just
+ahead of its creates, instead of hundreds of small ones whose answers would only wait here.
+
 Zero duplicates: a job is created only while its record is ``queued`` (a pod sighting moves it on),
 no pod of it was ever seen here (the book's tombstones), and Buildkite confirmed it ``scheduled``
 at most ``reconfirm_after_seconds`` ago — an older confirmation is re-checked in one batched query.
@@ -90,6 +95,7 @@ class Admitter:
         metrics: Metrics,
         is_leader: Callable[[], bool] = lambda: True,
         reconfirm_after_seconds: float = RECONFIRM_AFTER_SECONDS,
+        backlog: int = 100,
         hand_over: Callable[[list[str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -119,6 +125,9 @@ class Admitter:
         self._unseen: dict[str, float] = {}  # created, not yet seen by the watch
         self._rechecking: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        self._backlog = backlog
+        self._room = asyncio.Event()
+        self._room.set()
         self._draining = False
         metrics.max_in_flight.set(max_in_flight)
 
@@ -127,7 +136,7 @@ class Admitter:
     def enqueue(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             self._push(job)
-        self._metrics.queue_depth.set(self.queued())
+        self._queue_changed()
         self._wakeup.set()
 
     def pod_changed(self, uuid: str | None) -> None:
@@ -161,12 +170,25 @@ class Admitter:
             self._hand_over_to(uuids)
         self._ready.clear()
         self._later.clear()
-        self._metrics.queue_depth.set(0)
+        self._queue_changed()
 
     # --- reading --------------------------------------------------------------------------------------
 
     def queued(self) -> int:
         return len(self._ready) + len(self._later)
+
+    def room(self) -> asyncio.Event:
+        """Set while more confirmed jobs are wanted (see the module's "Back-pressure")."""
+        return self._room
+
+    def _queue_changed(self) -> None:
+        self._metrics.queue_depth.set(self.queued())
+        # At the in-flight limit jobs wait for pods to finish, not for creates: they keep coming
+        # confirmed, so the highest priority among all of them is created first.
+        if len(self._ready) < self._backlog or self.is_full():
+            self._room.set()
+        else:
+            self._room.clear()
 
     def in_flight(self) -> int:
         now = self._clock()
@@ -235,7 +257,7 @@ class Admitter:
                 slots -= 1
         if stale:
             self._start_recheck(stale)
-        self._metrics.queue_depth.set(self.queued())
+        self._queue_changed()
 
     # --- creating -------------------------------------------------------------------------------------
 

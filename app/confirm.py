@@ -9,6 +9,7 @@ admission that their confirmation is stale (``Admitter``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ def to_job(record: BuildkiteJob) -> Job:
 
 class AdmitStage(Protocol):
     def enqueue(self, jobs: Sequence[Job]) -> None: ...
+    def room(self) -> asyncio.Event: ...
 
 
 class Confirmer:
@@ -81,6 +83,10 @@ class Confirmer:
             self._record_budget()
         self._admit([(uuid, records.get(uuid)) for uuid in uuids], asked_at=asked_at)
         return None
+
+    def room(self) -> asyncio.Event:
+        """Set while admission wants more confirmed jobs: intake holds its next batch until then."""
+        return self._admitter.room()
 
     async def accept(self, records: list[BuildkiteJob]) -> None:
         """Records known to be current (a sweep page): judge them like a confirm's answers."""

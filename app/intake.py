@@ -7,8 +7,10 @@ whose GraphQL answer already holds the job data). Output, on the leader: batches
 in-flight limit and priority order are cluster-wide and a job is never created by two replicas.
 
 Batching is natural, not timed: a UUID that arrives while no batch is out leaves at once; UUIDs that
-arrive while one is out leave together as the next batch. A burst costs a few requests per hundred
-jobs, a trickle pays no waiting window.
+arrive while one is out leave together as the next batch. On the leader a batch also waits while
+admission already holds a backlog of confirmed jobs (``ConfirmStage.room``): in a burst, creates are
+the bottleneck, so jobs gather here into large batches instead of being confirmed in small ones only to
+wait there. A burst costs about one request per hundred jobs; a trickle pays no waiting window.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Protocol
 from app.buildkite.queries import JobRecord as BuildkiteJob
 from app.jobs import JobBook, Stage, is_uuid, normalise
 from app.metrics import Metrics
+from app.waiting import first_set
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class Retry:
 
 class ConfirmStage(Protocol):
     async def confirm(self, uuids: list[str]) -> Retry | None: ...
+    def room(self) -> asyncio.Event: ...
     async def accept(self, records: list[BuildkiteJob]) -> None: ...
 
 
@@ -140,6 +144,11 @@ class Intake:
             delay = self._not_before - self._clock()
             if delay > 0:
                 await self._back_off(delay)
+            if self._is_leader() and not self._confirmer.room().is_set():
+                # Cleared in this same turn as the check: a leadership change after it still wakes us.
+                self._retry_now.clear()
+                await first_set(self._confirmer.room(), self._retry_now)
+                continue  # leadership may have changed meanwhile: decide again
             batch = self._take_batch()
             if not batch:
                 continue

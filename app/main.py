@@ -234,6 +234,7 @@ def build_controller(settings: Settings, *, kube: KubeGateway, http: httpx.Async
         quota_deadline_seconds=settings.lifecycle.pending_timeout_seconds,
         metrics=metrics,
         is_leader=elector.is_leader,
+        backlog=settings.intake.batch_size,  # one confirm batch ready ahead of the creates
         hand_over=lambda uuids: intake.take_back(uuids),
     )
     cluster_uuid = settings.intake.cluster_uuid

@@ -25,6 +25,16 @@ async def wait_set(event: asyncio.Event, seconds: float | None) -> bool:
     return True
 
 
+async def first_set(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 async def within(step: Awaitable[T], seconds: float) -> T:
     """``step``'s result, or ``TimeoutError`` (``step`` cancelled) after ``seconds``."""
     async with asyncio.timeout(seconds):

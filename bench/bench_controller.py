@@ -303,6 +303,7 @@ def scenario_latency(workdir: Path, jobs: int, rate: float) -> dict[str, Any]:
             raise SystemExit(f"bench: {len(watch.seen)} pods seen on the watch, {creates} creates") from None
         watch.close()
         cpu = controller.cpu() - cpu_before
+        stages = stage_offsets(controller, ids)
         confirms = [call["body"] for call in graphql_calls(sim, before) if operation(call["body"]) == CONFIRM]
         rtts, points = replay(sim, confirms[:50])
         # Every job is in exactly one confirm; the replayed ones name this many.
@@ -318,7 +319,31 @@ def scenario_latency(workdir: Path, jobs: int, rate: float) -> dict[str, Any]:
         "confirm_requests": len(confirms),
         "complexity_points_per_job": round(points / max(1, replayed_jobs), 2),
         "controller_cpu_seconds": round(cpu, 2),
+        # From each job's trail in the controller (GET /jobs/{uuid}): where the time goes.
+        "webhook_received_to": stages,
     }
+
+
+# A job's trail steps, in the order a webhook job passes them (app.jobs: ``Step.what``).
+TRAIL_MARKS = {
+    "confirm sent": ("confirm",),
+    "confirmed": ("confirmed",),
+    "create sent": ("create",),
+    "create answered": ("created", "exists"),
+}
+
+
+def stage_offsets(controller: Controller, ids: list[str]) -> dict[str, dict[str, float]]:
+    """Seconds from the webhook's arrival to each mark of the job's trail, p50/p99 over ``ids``."""
+    offsets: dict[str, list[float]] = {mark: [] for mark in TRAIL_MARKS}
+    with httpx.Client(base_url=controller.url, timeout=10, headers={"Accept": "application/json"}) as http:
+        for uuid in ids:
+            trail = http.get(f"/jobs/{uuid}").raise_for_status().json()["trail"]
+            for mark, names in TRAIL_MARKS.items():
+                found = next((step["offset_seconds"] for step in trail if step["what"] in names), None)
+                if found is not None:
+                    offsets[mark].append(found)
+    return {mark: summary(values) for mark, values in offsets.items() if values}
 
 
 def run_burst(sim: SimulateProcess, controller: Controller, jobs: int, concurrency: int) -> dict[str, Any]:

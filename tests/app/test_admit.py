@@ -100,7 +100,9 @@ class FakeRecheck:
 
 
 class World:
-    def __init__(self, *, limit: int = 0, concurrency: int = 10, leader: bool = True) -> None:
+    def __init__(
+        self, *, limit: int = 0, concurrency: int = 10, leader: bool = True, backlog: int = 100
+    ) -> None:
         self.clock = Clock()
         self.metrics = Metrics()
         self.book = JobBook(replica="r1", clock=self.clock)
@@ -123,6 +125,7 @@ class World:
             metrics=self.metrics,
             is_leader=lambda: self.leader,
             reconfirm_after_seconds=RECONFIRM,
+            backlog=backlog,
             clock=self.clock,
         )
 
@@ -209,6 +212,46 @@ def scenario(**world_args: object) -> Callable[[Callable[[World], Awaitable[None
         return test
 
     return wrap
+
+
+# --- back-pressure: room for more confirmed jobs --------------------------------------------------------
+
+
+@scenario(concurrency=2, backlog=3)
+async def test_room_clears_while_a_backlog_waits_for_creates_and_returns_as_it_drains(w: World) -> None:
+    w.creator.gate = asyncio.Event()
+    assert w.admitter.room().is_set()
+    w.confirm([job(n) for n in range(1, 5)])
+    await w.tick()
+    assert w.creator.created() == [uuid(1), uuid(2)]  # two creating, two waiting: room for one more
+    assert w.admitter.room().is_set()
+    w.confirm([job(5)])
+    await w.tick()
+    assert not w.admitter.room().is_set()  # three wait for creates: confirming more only adds waiting
+    w.creator.gate.set()
+    await eventually(lambda: len(w.creator.created()) == 5, "every create")
+    await w.tick()
+    assert w.admitter.room().is_set()
+
+
+@scenario(limit=1, backlog=2)
+async def test_room_stays_at_the_in_flight_limit_so_every_waiting_job_is_ranked(w: World) -> None:
+    w.live.add("someone-elses-pod")  # full
+    w.confirm([job(n) for n in range(1, 6)])
+    await w.tick()
+    assert w.creator.calls == [] and w.admitter.room().is_set()
+
+
+@scenario(backlog=1)
+async def test_a_lost_leadership_hands_the_backlog_over_and_leaves_room(w: World) -> None:
+    w.creator.gate = asyncio.Event()
+    w.confirm([job(n) for n in range(1, 20)])
+    await w.tick()
+    assert not w.admitter.room().is_set()
+    w.leader = False
+    w.admitter.leadership_changed(False)
+    assert w.admitter.room().is_set()
+    w.creator.gate.set()
 
 
 # --- free slots -----------------------------------------------------------------------------------------

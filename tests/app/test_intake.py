@@ -43,6 +43,8 @@ class Next:
         self.stages: list[list[Stage | None]] = []
         self.answers: list[Answer | Exception] = []  # one per call, then "all done"
         self.gate: asyncio.Event | None = None
+        self.space = asyncio.Event()  # admission's room for more confirmed jobs
+        self.space.set()
 
     def hold(self) -> None:
         self.gate = asyncio.Event()
@@ -51,6 +53,9 @@ class Next:
         assert self.gate is not None
         gate, self.gate = self.gate, None
         gate.set()
+
+    def room(self) -> asyncio.Event:
+        return self.space
 
     async def confirm(self, uuids: list[str]) -> Retry | None:
         self.confirmed.append((self.clock(), list(uuids)))
@@ -212,6 +217,43 @@ async def test_a_follower_relays_to_the_leader_and_never_confirms(w: World) -> N
     w.intake.submit(B)
     await eventually(lambda: w.next.confirmed, "the confirm")
     assert w.next.batches() == [[B]] and len(w.next.relayed) == 1
+
+
+# --- back-pressure from admission ----------------------------------------------------------------------
+
+
+@scenario()
+async def test_the_leader_holds_its_next_batch_while_admission_has_no_room(w: World) -> None:
+    w.next.space.clear()  # admission holds a full batch of confirmed jobs, waiting for creates
+    for key in (A, B, C):
+        w.intake.submit(key)
+    await settle(5)
+    assert w.next.confirmed == [] and w.intake.pending() == 3
+    assert [w.stage(key) for key in (A, B, C)] == [Stage.SEEN] * 3
+    w.next.space.set()
+    await eventually(lambda: w.next.confirmed, "the batch")
+    await settle()
+    assert w.next.batches() == [[A, B, C]]  # one batch for all that gathered meanwhile
+
+
+@scenario(leader=False)
+async def test_a_follower_relays_whatever_the_leaders_admission_holds(w: World) -> None:
+    w.next.space.clear()  # this replica's own admission is not where the jobs go
+    w.intake.submit(A)
+    await eventually(lambda: w.next.relayed, "the relay")
+    assert w.next.relayed == [(1000.0, [A])]
+
+
+@scenario()
+async def test_jobs_held_for_room_go_to_the_new_leader_at_once_when_leadership_is_lost(w: World) -> None:
+    w.next.space.clear()
+    w.intake.submit(A)
+    await settle(5)
+    assert w.next.confirmed == []
+    w.leader = False
+    w.intake.retry_now()  # what Controller.leadership_changed does
+    await eventually(lambda: w.next.relayed, "the relay")
+    assert w.next.relayed == [(1000.0, [A])] and w.next.confirmed == []
 
 
 # --- retries --------------------------------------------------------------------------------------------
