@@ -9,7 +9,6 @@ bucket keeps us polite to the API server.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import time
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
@@ -265,12 +265,12 @@ class KubeAPI:
                 line = await response.content.readline()
                 if not line:
                     return
-                event = json.loads(line)
+                event = orjson.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     raise _translate(int(obj.get("code") or 500), obj, watch=True)
                 yield kind, obj
-        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise KubeUnavailable(0, "WatchBroken", f"watch stream broke: {exc!r}") from exc
         finally:
             response.release()
@@ -415,7 +415,7 @@ async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
 async def _read_json(response: aiohttp.ClientResponse) -> Json:
     raw = await response.read()
     try:
-        value = json.loads(raw) if raw else {}
+        value = orjson.loads(raw) if raw else {}
     except ValueError:
         return {"message": raw[:256].decode("utf-8", "replace")}
     return value if isinstance(value, dict) else {"message": str(value)[:256]}

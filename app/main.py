@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
+from starlette.types import Receive, Scope, Send
 
 from app.admit import Admitter
 from app.buildkite.agent_api import AgentAPI
@@ -48,8 +49,8 @@ from app.tags import ControllerTags
 from app.waiting import within
 from app.watch import PodWatch
 from app.web import router as web_router
+from app.webhook import PATH as WEBHOOK_PATH
 from app.webhook import WebhookIntake
-from app.webhook import router as webhook_router
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +350,17 @@ def advertise_url(settings: Settings) -> str:
     return f"http://{host}:{settings.server.port}"
 
 
+class ControllerApp(FastAPI):
+    """The controller's routes, with the webhook served before FastAPI's layers (see ``app.webhook``)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
+            controller: Controller = self.state.controller  # set by the lifespan before any request
+            await controller.webhooks(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings, *, kube: KubeGateway | None = None, http: httpx.AsyncClient | None = None
 ) -> FastAPI:
@@ -375,8 +387,7 @@ def create_app(
         finally:
             await controller.stop()
 
-    app = FastAPI(title="buildkite-controller", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(webhook_router())
+    app = ControllerApp(title="buildkite-controller", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(relay_router())
     app.include_router(ops_router())
     app.include_router(web_router())

@@ -28,14 +28,16 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.relay import RELAY_PATH
 from app.state import running_controller
 from app.sweep import RECONCILE_WAIT_SECONDS
+from app.webhook import PATH as WEBHOOK_PATH
 
 log = logging.getLogger(__name__)
 
 # Served on the main port only: Buildkite's webhook (app.webhook) and the followers' relay to the leader
 # (app.relay). Everything else the app serves belongs to the ops port once there is one.
-PUBLIC_PATHS = frozenset({"/webhooks/buildkite", "/internal/jobs"})
+PUBLIC_PATHS = frozenset({WEBHOOK_PATH, RELAY_PATH})
 # An Authorization header longer than this is refused before it is looked at.
 MAX_AUTHORIZATION_BYTES = 1024
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="buildkite-controller-ops"'}

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -151,7 +152,7 @@ class RelayReceiver:
 def parse_jobs(body: bytes) -> tuple[list[str], list[str]]:
     """``(jobs, cancelled)`` from a relay body; ``WebhookRejected`` (400/413) for anything else."""
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
     except (ValueError, RecursionError) as exc:  # a deeply nested body is a RecursionError, not a 500
         raise WebhookRejected(400, "body is not JSON") from exc
     if not isinstance(data, dict) or not set(data) <= {"jobs", "cancelled"}:

@@ -4,6 +4,10 @@ Only verification and parsing happen on the request path, so Buildkite gets its 
 milliseconds; confirmation and pod creation happen off it. Bad input is always a 4xx with a reason
 (Buildkite shows it in its webhook log), never a 5xx.
 
+It is the one hot path, so ``WebhookIntake`` is a plain ASGI app that ``app.main.ControllerApp`` calls
+before FastAPI's middleware, routing and dependency layers, which cost a third of a webhook's CPU (py-spy
+under ``bench/bench_ingest.py``). It handles its own errors; no exception leaves it for bad input.
+
     401  bad or missing signature/token, stale timestamp
     400  malformed body          413  body over the size limit
     202  job.scheduled accepted  200  ignored (ping, other events, not our queue or cluster, duplicates)
@@ -11,13 +15,16 @@ milliseconds; confirmation and pod creation happen off it. Bad input is always a
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from app.buildkite.signature import verify
 from app.buildkite.webhook import WebhookEvent, is_other_cluster, parse_event
@@ -26,12 +33,12 @@ from app.intake import Intake
 from app.logs import job_log
 from app.metrics import Metrics
 from app.settings import WebhookSettings
-from app.state import running_controller
 from app.tags import ControllerTags
 
 log = logging.getLogger(__name__)
 
 CANCELLED_STATES = frozenset({"canceled", "canceling", "cancelled"})
+PATH = "/webhooks/buildkite"
 
 
 class WebhookIntake:
@@ -57,13 +64,23 @@ class WebhookIntake:
         self._metrics = metrics
         self._is_accepting = is_accepting
         self._clock = clock
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /webhooks/buildkite`` as ASGI; any other method is 405."""
+        if scope["method"] != "POST":
+            await _METHOD_NOT_ALLOWED(scope, receive, send)
+            return
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def handle(self, request: Request) -> JSONResponse:
-        event_name = request.headers.get("x-buildkite-event") or "unknown"
+        headers = request.headers
+        event_name = headers.get("x-buildkite-event") or "unknown"
         try:
             body = await self._read_body(request)
             verify(
-                request.headers,
+                headers,
                 body,
                 secret=_reveal(self._settings.secret),
                 token=_reveal(self._settings.token),
@@ -72,14 +89,21 @@ class WebhookIntake:
                 allow_unsigned=self._settings.allow_unsigned,
             )
             event = parse_event(
-                request.headers.get("x-buildkite-event"), body, max_bytes=self._settings.max_body_bytes
+                headers.get("x-buildkite-event"), body, max_bytes=self._settings.max_body_bytes
             )
         except WebhookRejected as exc:
-            self._metrics.webhooks.labels(_metric_event(event_name), f"rejected_{exc.status}").inc()
+            self._count(event_name, f"rejected_{exc.status}")
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
         status, outcome = self._dispatch(event)
-        self._metrics.webhooks.labels(_metric_event(event.event), outcome).inc()
-        return JSONResponse({"result": outcome}, status_code=status)
+        self._count(event.event, outcome)
+        return _answer(status, outcome)
+
+    def _count(self, event: str, outcome: str) -> None:
+        key = (_metric_event(event), outcome)
+        counter = self._counters.get(key)
+        if counter is None:  # labels() takes a lock and builds a key per call: resolve each pair once
+            counter = self._counters[key] = self._metrics.webhooks.labels(*key)
+        counter.inc()
 
     def _dispatch(self, event: WebhookEvent) -> tuple[int, str]:
         job = event.job
@@ -122,15 +146,15 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def router() -> APIRouter:
-    """The route; it finds the running controller's ``WebhookIntake`` on the app (built in the lifespan)."""
-    routes = APIRouter()
+@functools.cache
+def _answer(status: int, outcome: str) -> JSONResponse:
+    """The few answers that carry no request data, each built once (a Response holds no request state)."""
+    return JSONResponse({"result": outcome}, status_code=status)
 
-    @routes.post("/webhooks/buildkite")
-    async def buildkite_webhook(request: Request) -> JSONResponse:
-        return await running_controller(request).webhooks.handle(request)
 
-    return routes
+_METHOD_NOT_ALLOWED = JSONResponse(
+    {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "POST"}
+)
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

@@ -16,7 +16,6 @@ The client is handed an ``httpx.AsyncClient`` and never builds one; the token is
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
@@ -25,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+import orjson
 
 from app.buildkite.queries import (
     MAX_BATCH,
@@ -204,7 +204,7 @@ def _raise_for_status(response: httpx.Response, *, what: str) -> None:
 
 def _envelope(response: httpx.Response, *, what: str) -> dict[str, Any]:
     try:
-        envelope = json.loads(response.content)
+        envelope = orjson.loads(response.content)
     except (ValueError, RecursionError):
         raise BuildkiteError(f"{what}: response is not JSON: {short_body(response, 80)}") from None
     if not isinstance(envelope, dict):

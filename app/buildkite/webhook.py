@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -84,18 +84,15 @@ def _cluster_uuid(value: object) -> tuple[bool, str | None]:
         return True, None
     if not isinstance(value, str) or len(value) > 128:
         return False, None
-    candidates = [value]
+    try:
+        return True, str(uuid.UUID(value))
+    except ValueError:
+        pass
     try:
         decoded = base64.b64decode(value, validate=True).decode()
-        candidates.append(decoded.removeprefix("Cluster---"))
+        return True, str(uuid.UUID(decoded.removeprefix("Cluster---")))
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    for candidate in candidates:
-        try:
-            return True, str(uuid.UUID(candidate))
-        except ValueError:
-            continue
-    return False, None
+        return False, None
 
 
 def is_other_cluster(job: WebhookJob, cluster_uuid: str | None) -> bool:
@@ -144,7 +141,7 @@ def parse_event(event_header: str | None, body: bytes, *, max_bytes: int) -> Web
 
 def _load_json_object(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        payload = orjson.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise WebhookRejected(400, "body is not valid JSON") from None
     if not isinstance(payload, dict):

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from app.main import create_app
 from app.ops import PUBLIC_PATHS, ops_port_app, public_port_app, router
 from app.settings import ServerSettings, Settings
+from app.webhook import PATH as WEBHOOK_PATH
 
 TOKEN = "0p5-t0ken-of-the-secret"
 JOB_POD = ("10.0.3.7", 40000)
@@ -147,10 +148,11 @@ def served_paths() -> set[str]:
     return set(create_app(Settings()).openapi()["paths"])
 
 
-def test_the_webhook_route_the_app_has_is_a_public_path() -> None:
-    # A renamed webhook route would otherwise vanish from the main port without a failing test.
-    webhooks = {path for path in served_paths() if path.startswith("/webhooks/")}
-    assert webhooks and webhooks <= PUBLIC_PATHS
+def test_the_webhook_the_app_serves_is_a_public_path() -> None:
+    # A renamed webhook path would otherwise vanish from the main port without a failing test.
+    # (The webhook is served before FastAPI's routing, so it is not among the OpenAPI paths.)
+    assert WEBHOOK_PATH in PUBLIC_PATHS
+    assert not any(path.startswith("/webhooks/") for path in served_paths())
 
 
 def status(app: Any, method: str, path: str) -> int:
