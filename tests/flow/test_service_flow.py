@@ -250,3 +250,10 @@ def test_a_failed_sweep_does_not_take_the_replica_out_of_service(stack) -> None:
     response = stack.post("/reconcile")
     assert response.status_code == 502 and response.json()["error"]
     assert stack.get("/readyz").status_code == 200  # GraphQL answered a moment ago
+
+
+def test_the_webhook_path_answers_other_methods_405_and_creates_nothing(stack) -> None:  # type: ignore[no-untyped-def]
+    for method in ("GET", "PUT", "DELETE"):
+        response = stack.http.request(method, stack.controller.url + "/webhooks/buildkite")
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert stack.pods() == []
