@@ -334,16 +334,26 @@ TRAIL_MARKS = {
 
 
 def stage_offsets(controller: Controller, ids: list[str]) -> dict[str, dict[str, float]]:
-    """Seconds from the webhook's arrival to each mark of the job's trail, p50/p99 over ``ids``."""
+    """Seconds from the webhook's arrival to each mark of the job's trail, p50/p99 over ``ids``; and
+    from arrival to the create's answer less the job's own confirm round trip, both ends measured
+    in the controller (issue 12's "beyond the GraphQL round trip")."""
     offsets: dict[str, list[float]] = {mark: [] for mark in TRAIL_MARKS}
+    beyond: list[float] = []
     with httpx.Client(base_url=controller.url, timeout=10, headers={"Accept": "application/json"}) as http:
         for uuid in ids:
-            trail = http.get(f"/jobs/{uuid}").raise_for_status().json()["trail"]
+            record = http.get(f"/jobs/{uuid}").raise_for_status().json()
+            marks: dict[str, float] = {}
             for mark, names in TRAIL_MARKS.items():
-                found = next((step["offset_seconds"] for step in trail if step["what"] in names), None)
+                found = next((step["at"] for step in record["trail"] if step["what"] in names), None)
                 if found is not None:
-                    offsets[mark].append(found)
-    return {mark: summary(values) for mark, values in offsets.items() if values}
+                    marks[mark] = found - record["first_seen"]
+                    offsets[mark].append(marks[mark])
+            if len(marks) == len(TRAIL_MARKS):
+                beyond.append(marks["create answered"] - (marks["confirmed"] - marks["confirm sent"]))
+    result = {mark: summary(values) for mark, values in offsets.items() if values}
+    if beyond:
+        result["create answered, less its own confirm round trip"] = summary(beyond)
+    return result
 
 
 def run_burst(sim: SimulateProcess, controller: Controller, jobs: int, concurrency: int) -> dict[str, Any]:
