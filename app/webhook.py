@@ -163,7 +163,11 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 def _metric_event(name: str) -> str:
     """Bound the label's values: a hostile sender must not mint a time series per request."""
-    known = {
+    return name if name in _KNOWN_EVENTS else "other"
+
+
+_KNOWN_EVENTS = frozenset(
+    {
         "ping",
         "job.scheduled",
         "job.started",
@@ -173,4 +177,4 @@ def _metric_event(name: str) -> str:
         "build.running",
         "build.finished",
     }
-    return name if name in known else "other"
+)
