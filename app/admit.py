@@ -184,7 +184,8 @@ class Admitter:
     def _queue_changed(self) -> None:
         self._metrics.queue_depth.set(self.queued())
         # At the in-flight limit jobs wait for pods to finish, not for creates: they keep coming
-        # confirmed, so the highest priority among all of them is created first.
+        # confirmed, so the highest priority among all of them is created first (and a job that is no
+        # longer scheduled leaves at once). Their confirmations go stale meanwhile; see ``admit_ready``.
         if len(self._ready) < self._backlog or self.is_full():
             self._room.set()
         else:
@@ -241,6 +242,7 @@ class Admitter:
             self._push(heapq.heappop(self._later).job)
         slots = free_slots(in_flight=self.in_flight(), limit=self._limit)
         stale: list[Job] = []
+        deferred: list[Job] = []  # stale, while a re-check is already out: back in line unchanged
         while self._ready and (slots is None or slots > 0) and len(self._creating) < self._concurrency:
             job = heapq.heappop(self._ready).job
             record = self._book.get(job.uuid)
@@ -250,11 +252,18 @@ class Admitter:
                 self._book.end(job.uuid, Stage.CANCELLED, "admit", "cancelled while queued")
                 continue
             if self._book.confirmation_age(job.uuid) > self._reconfirm_after:
-                stale.append(job)
+                if self._rechecking is None and len(stale) < MAX_RECHECK_BATCH:
+                    stale.append(job)
+                    continue
+                deferred.append(job)
+                if len(deferred) >= MAX_RECHECK_BATCH:
+                    break  # a pass costs O(batch), not O(queue), however many are stale
                 continue
             self._start_create(job)
             if slots is not None:
                 slots -= 1
+        for job in deferred:
+            self._push(job)
         if stale:
             self._start_recheck(stale)
         self._queue_changed()
@@ -338,16 +347,10 @@ class Admitter:
     # --- re-checking stale confirmations --------------------------------------------------------------
 
     def _start_recheck(self, jobs: list[Job]) -> None:
-        if self._rechecking is not None:
-            for job in jobs:
-                self._push(job)  # the running re-check finishes first
-            return
+        """At most ``MAX_RECHECK_BATCH`` jobs, while no re-check is out (``admit_ready`` sees to both)."""
         for job in jobs:
             self._book.move(job.uuid, Stage.CONFIRMING, "recheck", "confirmation is stale")
-        self._rechecking = asyncio.create_task(self._run_recheck(jobs[:MAX_RECHECK_BATCH]))
-        for job in jobs[MAX_RECHECK_BATCH:]:
-            self._book.move(job.uuid, Stage.QUEUED, "recheck", "next batch")
-            self._push(job)
+        self._rechecking = asyncio.create_task(self._run_recheck(jobs))
 
     async def _run_recheck(self, jobs: list[Job]) -> None:
         try:
