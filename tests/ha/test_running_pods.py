@@ -100,7 +100,22 @@ def wait_all_finished(cluster: Cluster, ids: Sequence[str], *, also_reconcile: b
         detail = Counter((states.get(u), created[POD_PREFIX + u], pods.get(u)) for u in missing)
         raise AssertionError(
             f"{exc}: {len(missing)} not finished, (state, creates, pod phase): {detail}; e.g. {missing[:3]}"
+            f"; what each replica knows of the first: {trails(cluster, missing[0])}"
         ) from None
+
+
+def trails(cluster: Cluster, uuid: str) -> dict[str, object]:
+    """Each replica's record of a job (its stage and trail, from GET /jobs/{uuid})."""
+    known: dict[str, object] = {}
+    for replica in cluster.replicas:
+        try:
+            response = httpx.get(
+                f"{replica.url}/jobs/{uuid}", headers={"Accept": "application/json"}, timeout=5
+            )
+            known[replica.name] = response.json()
+        except httpx.HTTPError as exc:
+            known[replica.name] = repr(exc)
+    return known
 
 
 def creates_per_job(cluster: Cluster, ids: Sequence[str]) -> Counter[str]:
