@@ -299,7 +299,9 @@ class Admitter:
                     what = "created" if isinstance(outcome, Created) else "exists"
                     self._book.move(job.uuid, Stage.CREATED, what, outcome.pod)
                 else:
-                    self._book.note(job.uuid, "created" if isinstance(outcome, Created) else "exists")
+                    self._book.note(
+                        job.uuid, "created" if isinstance(outcome, Created) else "exists", outcome.pod
+                    )
             case Retry():
                 await self._retry(job, outcome)
             case Failed():

@@ -78,6 +78,7 @@ class Intake:
         self._is_leader = is_leader
         self._batch_size = batch_size
         self._metrics = metrics
+        self._duplicates = metrics.duplicates_avoided.labels("intake")  # resolved once: it is per webhook
         self._clock = clock
         self._sleep = sleep  # only a retry's back-off waits: the idle path has no timer
         self._pending: dict[str, None] = {}  # insertion-ordered set of UUIDs for the next batch
@@ -94,7 +95,7 @@ class Intake:
         if not is_uuid(key):
             return False
         if not self._book.sighted(key, source=source):
-            self._metrics.duplicates_avoided.labels("intake").inc()
+            self._duplicates.inc()
             return False
         self._enqueue([key])
         return True

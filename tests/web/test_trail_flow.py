@@ -84,7 +84,10 @@ def test_trail_of_a_job_cancelled_while_its_pod_waits(tmp_path: Path) -> None:
     with running_stack(tmp_path) as stack:
         uuid = stack.buildkite.add_job()
         stack.scheduled(uuid)
-        wait_until(lambda: stack.pod_for(uuid), what="the agent pod")
+        # The create's own answer, not just the pod in the apiserver: the trail's "created" is written
+        # when the answer arrives, and the cancel must come after it for the order asserted below.
+        pod_name = f"buildkite-{uuid}"
+        wait_until(lambda: ("created", pod_name) in steps(trail(stack, uuid)), what="the create answered")
         assert stack.buildkite.cancel(uuid) == "canceled"
         [delivery] = stack.sender.send_job_event("job.finished", stack.buildkite.job(uuid))
         assert delivery.status < 300
@@ -109,7 +112,8 @@ def test_the_html_trail_of_a_real_job_shows_its_steps(tmp_path: Path) -> None:
     with running_stack(tmp_path) as stack:
         uuid = stack.buildkite.add_job()
         stack.scheduled(uuid)
-        wait_until(lambda: stage_of(stack, uuid) == "created", what="the pod created")
+        pod_name = f"buildkite-{uuid}"
+        wait_until(lambda: ("created", pod_name) in steps(trail(stack, uuid)), what="the create answered")
         page = stack.http.get(f"{stack.controller.url}/jobs/{uuid}", headers={"Accept": "text/html"})
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert f"buildkite-{uuid}" in page.text and '<td class="what">confirmed</td>' in page.text
