@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 CANCELLED_STATES = frozenset({"canceled", "canceling", "cancelled"})
 PATH = "/webhooks/buildkite"
+_READ_HEADERS = frozenset(
+    {b"x-buildkite-event", b"x-buildkite-signature", b"x-buildkite-token", b"content-length"}
+)
 
 
 class WebhookIntake:
@@ -75,7 +79,9 @@ class WebhookIntake:
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> JSONResponse:
-        headers = request.headers
+        # Only the headers read here (ASGI gives names lower-cased), repeats kept so that ``verify``
+        # still refuses a repeated signature: it scans them twice, and proxies add a dozen others.
+        headers = Headers(raw=[pair for pair in request.scope["headers"] if pair[0] in _READ_HEADERS])
         event_name = headers.get("x-buildkite-event") or "unknown"
         try:
             body = await self._read_body(request)

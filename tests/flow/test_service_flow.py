@@ -257,3 +257,17 @@ def test_the_webhook_path_answers_other_methods_405_and_creates_nothing(stack) -
         response = stack.http.request(method, stack.controller.url + "/webhooks/buildkite")
         assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert stack.pods() == []
+
+
+def test_a_repeated_signature_header_is_refused_at_the_route(stack) -> None:  # type: ignore[no-untyped-def]
+    uuid = stack.buildkite.add_job()
+    body = stack.sender.job_body("job.scheduled", stack.buildkite.job(uuid))
+    good = sign(WEBHOOK_SECRET, int(time.time()), body)
+    headers = [
+        ("X-Buildkite-Event", "job.scheduled"),
+        ("X-Buildkite-Signature", good),
+        ("X-Buildkite-Signature", good),
+    ]
+    response = stack.post("/webhooks/buildkite", content=body, headers=headers)
+    assert response.status_code == 401 and "repeated" in response.json()["error"]
+    assert stack.pods() == []
