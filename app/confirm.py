@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -103,9 +104,10 @@ class Confirmer:
 
     def _admit(self, answers: list[tuple[str, BuildkiteJob | None]], *, asked_at: float) -> None:
         jobs: list[Job] = []
+        verdicts: Counter[str] = Counter()
         for uuid, record in answers:
             verdict = self._verdict(uuid, record)
-            self._metrics.jobs_confirmed.labels(verdict).inc()
+            verdicts[verdict] += 1
             current = self._book.get(uuid)
             if current is None or current.stage not in {Stage.SEEN, Stage.CONFIRMING}:
                 continue  # cancelled or its pod showed up meanwhile
@@ -116,6 +118,8 @@ class Confirmer:
             self._book.confirmed(uuid, at=asked_at)
             self._book.move(uuid, Stage.QUEUED, "confirmed", f"scheduled, priority {record.priority}")
             jobs.append(to_job(record))
+        for verdict, count in verdicts.items():  # one labels() lookup per verdict, not per job
+            self._metrics.jobs_confirmed.labels(verdict).inc(count)
         if jobs:
             self._admitter.enqueue(jobs)
 
