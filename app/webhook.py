@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import SecretStr
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
@@ -75,16 +75,18 @@ class WebhookIntake:
         if scope["method"] != "POST":
             await _METHOD_NOT_ALLOWED(scope, receive, send)
             return
-        response = await self.handle(Request(scope, receive))
+        response = await self.handle(scope, receive)
         await response(scope, receive, send)
 
-    async def handle(self, request: Request) -> JSONResponse:
+    async def handle(self, scope: Scope, receive: Receive) -> JSONResponse:
         # Only the headers read here (ASGI gives names lower-cased), repeats kept so that ``verify``
         # still refuses a repeated signature: it scans them twice, and proxies add a dozen others.
-        headers = Headers(raw=[pair for pair in request.scope["headers"] if pair[0] in _READ_HEADERS])
+        headers = Headers(raw=[pair for pair in scope["headers"] if pair[0] in _READ_HEADERS])
         event_name = headers.get("x-buildkite-event") or "unknown"
         try:
-            body = await self._read_body(request)
+            body = await receive_body(
+                receive, limit=self._settings.max_body_bytes, declared=headers.get("content-length")
+            )
             verify(
                 headers,
                 body,
@@ -133,23 +135,30 @@ class WebhookIntake:
         job_log(log, job.id, stage="webhook").info("accepted")
         return 202, "accepted"
 
-    async def _read_body(self, request: Request) -> bytes:
-        return await read_body(request, limit=self._settings.max_body_bytes)
-
 
 async def read_body(request: Request, *, limit: int) -> bytes:
     """The raw body, refusing early (413) once it passes ``limit`` instead of buffering it all."""
-    declared = request.headers.get("content-length")
+    return await receive_body(request.receive, limit=limit, declared=request.headers.get("content-length"))
+
+
+async def receive_body(receive: Receive, *, limit: int, declared: str | None) -> bytes:
+    """``read_body`` straight from ASGI messages (``Content-Length`` as ``declared``): no ``Request``
+    and no async generator on the webhook's path. A client that goes away raises ``ClientDisconnect``."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise WebhookRejected(413, f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise WebhookRejected(413, f"body over {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 @functools.cache

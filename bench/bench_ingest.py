@@ -150,6 +150,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def confirm_figures(url: str, requests: int) -> dict[str, Any]:
+    """The controller's GraphQL confirms during the run, from its /metrics: each new job is confirmed."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+
+    def sample(name: str) -> float:
+        found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    batches = sample("buildkite_controller_confirm_batch_size_count")
+    jobs = sample("buildkite_controller_confirm_batch_size_sum")
+    return {
+        "confirm_requests": int(batches),
+        "jobs_confirmed": int(jobs),
+        "jobs_per_confirm": round(jobs / max(batches, 1), 1),
+        "confirms_per_1000_requests": round(batches * 1000 / max(requests, 1), 1),
+    }
+
+
 def measure(
     command: list[str],
     env: dict[str, str],
@@ -176,6 +194,8 @@ def measure(
         result["server_cpu_ms_per_2xx"] = round(
             cpu * 1000 / max(1, result["requests"] - result["non_2xx"]), 3
         )
+        if name == "controller":
+            result |= confirm_figures(url, result["requests"])
     finally:
         terminate(process)
     return result

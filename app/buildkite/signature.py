@@ -12,7 +12,6 @@ value at all, however malformed. Reasons never contain the secret, the token or 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -138,7 +137,8 @@ def _single_header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _hmac_hex(secret: str, timestamp: str, body: bytes) -> str:
-    return hmac.new(_bytes(secret), _bytes(timestamp) + b"." + body, hashlib.sha256).hexdigest()
+    # hmac.digest is OpenSSL's one-shot HMAC: no Python HMAC object per request (hmac.new's cost).
+    return hmac.digest(_bytes(secret), _bytes(timestamp) + b"." + body, "sha256").hex()
 
 
 def _bytes(text: str) -> bytes:
