@@ -7,6 +7,9 @@ scenario sees another's jobs or pods. All on loopback; every wait is bounded.
 - latency     N jobs (200) sent at a steady rate (50/s), one webhook each: webhook sent → pod create
               answered (seen on a pod watch), p50/p99; the GraphQL round trip of the controller's own
               confirm request (replayed); and the latency beyond that round trip.
+- latency_real_apiserver  the same, with the pods created in a real kube-apiserver and etcd (built by
+              tests/realkube/build.sh; skipped, saying so, when they are not built): the fake apiserver's
+              own create (strict schema validation, twice, in Python) is most of the figure above.
 - burst       1,000 signed webhooks → all pods, client-side QPS cap lifted; in the same fake, the
               official `kubernetes` client creating the same manifests from 16 threads (the apiserver's
               capacity). CPU seconds of the controller per job beside the raw client's per create.
@@ -37,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +117,54 @@ def summary(seconds: list[float]) -> dict[str, float]:
 # --- the processes --------------------------------------------------------------------------------
 
 
-class Controller:
-    """A `serve` process aimed at `sim`, ready (leader, first sweep over) when constructed."""
+@dataclass(frozen=True)
+class KubeTarget:
+    """The Kubernetes API the controller creates pods in, and how the bench's pod watch reaches it."""
 
-    def __init__(self, sim: SimulateProcess, workdir: Path, name: str, settings: dict[str, str]) -> None:
+    kubeconfig: str
+    namespace: str
+    url: str
+    token: str | None = None
+    ca_file: str | None = None
+
+    @classmethod
+    def of(cls, sim: SimulateProcess) -> KubeTarget:
+        return cls(sim.info["kubeconfig"], sim.info["namespace"], sim.info["kube_url"])
+
+
+@contextmanager
+def real_apiserver(workdir: Path) -> Iterator[KubeTarget]:
+    """etcd + kube-apiserver built from their Go modules (tests/realkube/build.sh), admin credentials.
+    Raises ``ControlPlaneError`` when the binaries are not built."""
+    from tests.realkube.controlplane import ControlPlane, ControlPlaneError, binaries_dir, missing_binaries
+
+    directory = binaries_dir()
+    missing = missing_binaries(directory)
+    if missing:
+        raise ControlPlaneError(f"{', '.join(missing)} not built: bash tests/realkube/build.sh")
+    with ControlPlane(directory, workdir / "realkube") as plane:
+        plane.create_namespace("bench")
+        assert plane.admin is not None
+        yield KubeTarget(
+            str(plane.admin.kubeconfig), "bench", plane.url, plane.admin.token, str(plane.ca_file)
+        )
+
+
+class Controller:
+    """A `serve` process aimed at `sim` (and at `kube`, when given, for pods), ready (leader, first
+    sweep over) when constructed."""
+
+    def __init__(
+        self,
+        sim: SimulateProcess,
+        workdir: Path,
+        name: str,
+        settings: dict[str, str],
+        kube: KubeTarget | None = None,
+    ) -> None:
         port = free_port()
+        if kube is not None:
+            settings = {"kubeconfig": kube.kubeconfig, "namespace": kube.namespace} | settings
         env = controller_env(
             sim.info,
             webhook_secret=SECRET,
@@ -157,7 +204,12 @@ class Controller:
 
 @contextmanager
 def stack(
-    workdir: Path, name: str, settings: dict[str, str], *, kubelet: bool = False
+    workdir: Path,
+    name: str,
+    settings: dict[str, str],
+    *,
+    kubelet: bool = False,
+    kube: KubeTarget | None = None,
 ) -> Iterator[tuple[SimulateProcess, Controller]]:
     simdir = workdir / name
     simdir.mkdir()
@@ -167,7 +219,7 @@ def stack(
         # "default" scenario) would stop every burst at its first few pods.
         settings = {"max_in_flight": "0"} | settings
     with SimulateProcess(simdir, extra_args=args) as sim:
-        controller = Controller(sim, simdir, name, settings)
+        controller = Controller(sim, simdir, name, settings, kube)
         try:
             yield sim, controller
         finally:
@@ -240,9 +292,10 @@ def replay(sim: SimulateProcess, bodies: list[str]) -> tuple[list[float], int]:
 class PodWatch:
     """A watch on the jobs namespace in a thread: when each job's pod was first seen (monotonic)."""
 
-    def __init__(self, sim: SimulateProcess) -> None:
+    def __init__(self, kube: KubeTarget) -> None:
         self.seen: dict[str, float] = {}
-        self._url = f"{sim.info['kube_url']}/api/v1/namespaces/{sim.info['namespace']}/pods"
+        self._kube = kube
+        self._url = f"{kube.url}/api/v1/namespaces/{kube.namespace}/pods"
         self._stop = threading.Event()
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -251,9 +304,19 @@ class PodWatch:
             raise SystemExit("bench: the pod watch did not open")
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except httpx.HTTPError:
+            if not self._stop.is_set():  # the server going away after close() is expected
+                raise
+
+    def _follow(self) -> None:
         params = {"watch": "1", "resourceVersion": "0"}
+        headers = {"Authorization": f"Bearer {self._kube.token}"} if self._kube.token else {}
         with (
-            httpx.Client(timeout=httpx.Timeout(5, read=None)) as http,
+            httpx.Client(
+                timeout=httpx.Timeout(5, read=None), headers=headers, verify=self._kube.ca_file or True
+            ) as http,
             http.stream("GET", self._url, params=params) as response,
         ):
             self._opened.set()
@@ -274,11 +337,25 @@ class PodWatch:
 # --- the scenarios --------------------------------------------------------------------------------
 
 
-def scenario_latency(workdir: Path, jobs: int, rate: float) -> dict[str, Any]:
-    with stack(workdir, "latency", LIFTED) as (sim, controller):
+def scenario_latency_real_apiserver(workdir: Path, jobs: int, rate: float) -> dict[str, Any]:
+    """The latency scenario with pods created in a real kube-apiserver (no kubelet: created is enough)."""
+    from tests.realkube.controlplane import ControlPlaneError
+
+    try:
+        with real_apiserver(workdir) as kube:
+            return scenario_latency(workdir, jobs, rate, kube=kube)
+    except ControlPlaneError as exc:
+        return {"skipped": str(exc)}
+
+
+def scenario_latency(
+    workdir: Path, jobs: int, rate: float, *, kube: KubeTarget | None = None
+) -> dict[str, Any]:
+    name = "latency" if kube is None else "latency-real-apiserver"
+    with stack(workdir, name, LIFTED, kube=kube) as (sim, controller):
         ids = sim.add_jobs(jobs)
         bodies = sim.webhook_bodies(ids)
-        watch = PodWatch(sim)
+        watch = PodWatch(kube or KubeTarget.of(sim))
         sent: dict[str, float] = {}
         before = len(sim.buildkite("GET", "/_test/calls").json())
         cpu_before = controller.cpu()
@@ -339,6 +416,7 @@ def stage_offsets(controller: Controller, ids: list[str]) -> dict[str, dict[str,
     in the controller (issue 12's "beyond the GraphQL round trip")."""
     offsets: dict[str, list[float]] = {mark: [] for mark in TRAIL_MARKS}
     beyond: list[float] = []
+    own: list[float] = []
     with httpx.Client(base_url=controller.url, timeout=10, headers={"Accept": "application/json"}) as http:
         for uuid in ids:
             record = http.get(f"/jobs/{uuid}").raise_for_status().json()
@@ -350,9 +428,12 @@ def stage_offsets(controller: Controller, ids: list[str]) -> dict[str, dict[str,
                     offsets[mark].append(marks[mark])
             if len(marks) == len(TRAIL_MARKS):
                 beyond.append(marks["create answered"] - (marks["confirmed"] - marks["confirm sent"]))
+                own.append(marks["confirm sent"] + marks["create sent"] - marks["confirmed"])
     result = {mark: summary(values) for mark, values in offsets.items() if values}
     if beyond:
         result["create answered, less its own confirm round trip"] = summary(beyond)
+        # What is left once both round trips (Buildkite's confirm, the apiserver's create) are taken out.
+        result["the controller's own time (received → confirm sent, confirmed → create sent)"] = summary(own)
     return result
 
 
@@ -495,7 +576,7 @@ def scenario_rss(workdir: Path, jobs: int, concurrency: int) -> dict[str, Any]:
     return {"pods_tracked": jobs, "rss_mib_idle": idle, "rss_mib_tracking": tracked, "burst": burst}
 
 
-SCENARIOS = ("latency", "burst", "default", "slow_graphql", "lifecycle", "rss")
+SCENARIOS = ("latency", "latency_real_apiserver", "burst", "default", "slow_graphql", "lifecycle", "rss")
 
 
 def main() -> None:
@@ -519,6 +600,9 @@ def main() -> None:
         workdir = Path(tmp)
         runs: dict[str, Callable[[], dict[str, Any]]] = {
             "latency": lambda: scenario_latency(workdir, args.latency_jobs, args.latency_rate),
+            "latency_real_apiserver": lambda: scenario_latency_real_apiserver(
+                workdir, args.latency_jobs, args.latency_rate
+            ),
             "burst": lambda: scenario_burst(workdir, args.jobs, args.concurrency),
             "default": lambda: scenario_default(workdir, args.jobs, args.concurrency),
             "slow_graphql": lambda: scenario_slow_graphql(
