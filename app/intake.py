@@ -82,6 +82,7 @@ class Intake:
         self._clock = clock
         self._sleep = sleep  # only a retry's back-off waits: the idle path has no timer
         self._pending: dict[str, None] = {}  # insertion-ordered set of UUIDs for the next batch
+        metrics.intake_pending.set_function(self.pending)  # read when scraped, not set per webhook
         self._not_before = 0.0  # after a failed batch: no new batch before this (monotonic)
         self._failures = 0
         self._retry_now = asyncio.Event()
@@ -133,7 +134,6 @@ class Intake:
             oldest = next(iter(self._pending))
             del self._pending[oldest]
             self._book.end(oldest, Stage.DROPPED, "intake", "intake full; left to the leader's sweep")
-        self._metrics.intake_pending.set(len(self._pending))
         self._wakeup.set()
 
     # --- the batching loop ----------------------------------------------------------------------------
@@ -195,7 +195,6 @@ class Intake:
                 batch.append(key)
         if not self._pending:
             self._wakeup.clear()
-        self._metrics.intake_pending.set(len(self._pending))
         return batch
 
     def _still_waiting(self, key: str) -> bool:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-import uuid as uuid_module
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from app.buildkite.uuids import is_hyphenated
 
 # Counted from the last sighting of the job's pod (its deletion): long enough for any late webhook or
 # stale sweep page to have passed (and agent-stack-k8s' default activeDeadlineSeconds is 6 h), so a job
@@ -102,11 +103,8 @@ def normalise(uuid: str) -> str:
 
 
 def is_uuid(value: str) -> bool:
-    try:
-        uuid_module.UUID(value)
-    except ValueError:
-        return False
-    return True
+    """A job UUID in the hyphenated form (``normalise`` only lower-cases: a key has no other form)."""
+    return is_hyphenated(value)
 
 
 @dataclass(slots=True)

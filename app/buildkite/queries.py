@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from app.buildkite.uuids import canonical
 from app.errors import BuildkiteError
 
 MAX_BATCH = 100
@@ -101,7 +102,7 @@ class Page:
 
 def canonical_uuids(uuids: Sequence[str]) -> list[str]:
     """Lower-case, de-duplicated job UUIDs in first-seen order; ``ValueError`` for a non-UUID."""
-    return list(dict.fromkeys(str(uuid_module.UUID(value)) for value in uuids))
+    return list(dict.fromkeys(canonical(value) for value in uuids))
 
 
 def build_confirm_jobs(uuids: Sequence[str], *, with_cluster: bool = False) -> Document:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
-import uuid
 from typing import Annotated, Any
 
 import orjson
@@ -33,28 +31,18 @@ from pydantic import (
     model_validator,
 )
 
+from app.buildkite import uuids
 from app.errors import WebhookRejected
 
 EventName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-z0-9_.]+$")]
 Rule = Annotated[str, StringConstraints(max_length=1024)]
 
 
-# The form Buildkite sends: taken as is (lower-cased), without building a uuid.UUID per webhook.
-_HYPHENATED_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def _uuid_text(value: str) -> str:
-    """``value`` as a canonical lower-case UUID; ValueError when it is none (``uuid.UUID``'s forms)."""
-    if _HYPHENATED_UUID.fullmatch(value):
-        return value.lower()
-    return str(uuid.UUID(value))
-
-
 def _canonical_uuid(value: object) -> str:
     if not isinstance(value, str) or len(value) > 64:
         raise ValueError("must be a job UUID")
     try:
-        return _uuid_text(value)
+        return uuids.canonical(value)
     except ValueError:
         raise ValueError("must be a job UUID") from None
 
@@ -97,12 +85,12 @@ def _cluster_uuid(value: object) -> tuple[bool, str | None]:
     if not isinstance(value, str) or len(value) > 128:
         return False, None
     try:
-        return True, _uuid_text(value)
+        return True, uuids.canonical(value)
     except ValueError:
         pass
     try:
         decoded = base64.b64decode(value, validate=True).decode()
-        return True, str(uuid.UUID(decoded.removeprefix("Cluster---")))
+        return True, uuids.canonical(decoded.removeprefix("Cluster---"))
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return False, None
 
