@@ -24,7 +24,13 @@ from app.simulate.kube_schema import definition_for_kind
 from app.simulate.kube_selectors import object_filter
 from app.simulate.kube_status import ApiError, Cause
 from app.simulate.kube_store import Clock, Store
-from app.simulate.kube_validation import schema_causes, validate_metadata, validate_pod, validate_pod_update
+from app.simulate.kube_validation import (
+    pod_rule_causes,
+    schema_causes,
+    validate_metadata,
+    validate_pod,
+    validate_pod_update,
+)
 from app.simulate.kubelet_script import ScriptError, script_for
 
 Json = dict[str, Any]
@@ -112,9 +118,14 @@ class Handlers:
         obj.setdefault("apiVersion", call.rtype.api_version)
         obj.setdefault("kind", call.rtype.kind)
         if call.rtype.kind == "Pod":
+            # Strict decoding of what was sent (unknown fields, wrong types), then the apiserver's rules on
+            # the defaulted pod. Defaults only add fields the schema allows (tests/simulate holds them to
+            # it), so the schema, most of a create's cost, is not checked a second time.
             self._check(call.rtype, obj, schema_causes(obj))
             obj = kube_pods.apply_defaults(obj)
-        self._check(call.rtype, obj)
+            self._check(call.rtype, obj, pod_rule_causes(obj))
+        else:
+            self._check(call.rtype, obj)
         return 201, self.store.create(call.rtype, call.namespace or "", obj)
 
     def get(self, call: Call) -> Result:

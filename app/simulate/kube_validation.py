@@ -67,9 +67,11 @@ def validate_pod(manifest: Any) -> Problems:
     """All the reasons the apiserver would refuse to create this Pod (empty list = acceptable)."""
     if not isinstance(manifest, dict):
         return [Cause("<root>", "must be a JSON object", "FieldValueTypeInvalid")]
-    structural = schema_causes(manifest)
-    if structural:
-        return structural
+    return schema_causes(manifest) or pod_rule_causes(manifest)
+
+
+def pod_rule_causes(manifest: dict[str, Any]) -> Problems:
+    """The rules beyond the schema, for a manifest the schema accepts (``validate_pod``'s second half)."""
     causes = validate_metadata(
         manifest.get("metadata") or {}, "metadata", name_rule=kube_names.dns1123_subdomain
     )

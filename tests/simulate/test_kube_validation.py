@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes.client import ApiException
 
+from app.simulate.kube_pods import apply_defaults
 from app.simulate.kube_quantity import parse_quantity
-from app.simulate.kube_validation import validate_pod
+from app.simulate.kube_validation import pod_rule_causes, schema_causes, validate_pod
 
 VALID = {
     "apiVersion": "v1",
@@ -223,3 +226,25 @@ def test_quantities_parse_exactly(text, value):
 def test_malformed_quantities_are_refused(text):
     with pytest.raises(ValueError, match="must match the regex"):
         parse_quantity(text)
+
+
+GOLDEN = sorted(Path(__file__).parents[1].joinpath("podspec", "golden").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[path.stem for path in GOLDEN])
+def test_defaults_keep_a_schema_valid_pod_schema_valid(path: Path) -> None:
+    """A create checks the schema on the pod as sent, not again after defaulting: that is sound only
+    while the defaults never add what the schema refuses."""
+    manifest = yaml.safe_load(path.read_text())["pod"]
+    assert schema_causes(manifest) == []
+    defaulted = apply_defaults(manifest)
+    assert defaulted != manifest  # the defaults did add something
+    assert schema_causes(defaulted) == []
+    assert validate_pod(defaulted) == pod_rule_causes(defaulted) == []
+
+
+def test_a_create_still_refuses_what_only_the_rules_catch() -> None:
+    """The rules beyond the schema still run on create (the schema alone accepts a duplicate name)."""
+    pod = _mutated(lambda p: p["spec"]["containers"].append(copy.deepcopy(p["spec"]["containers"][0])))
+    assert schema_causes(pod) == []
+    assert [cause.reason for cause in pod_rule_causes(apply_defaults(pod))] == ["FieldValueDuplicate"]
