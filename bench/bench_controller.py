@@ -9,10 +9,11 @@ scenario sees another's jobs or pods. All on loopback; every wait is bounded.
               confirm request (replayed); and the latency beyond that round trip.
 - latency_real_apiserver  the same, with the pods created in a real kube-apiserver and etcd (built by
               tests/realkube/build.sh; skipped, saying so, when they are not built): the fake apiserver's
-              own create (strict schema validation, twice, in Python) is most of the figure above.
-- burst       1,000 signed webhooks → all pods, client-side QPS cap lifted; in the same fake, the
-              official `kubernetes` client creating the same manifests from 16 threads (the apiserver's
-              capacity). CPU seconds of the controller per job beside the raw client's per create.
+              own create (strict schema validation in Python) is most of the figure above.
+- burst       1,000 signed webhooks (sent by `curl --parallel`, 32 at a time) → all pods, client-side
+              QPS cap lifted; in the same fake, the official `kubernetes` client creating the same
+              manifests from 16 threads (the apiserver's capacity). CPU seconds of the controller per job
+              beside the raw client's per create.
 - default     the same burst with every setting at its default.
 - slow_graphql the same burst with 100 ms added to every GraphQL answer: confirm requests per 1,000 jobs,
               and the Buildkite complexity points per job (the recorded requests replayed with stats).
