@@ -13,6 +13,7 @@ is refused (``ValueError``), because nothing could be done with it.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -104,17 +105,17 @@ class PodView:
         labels, annotations = _mapping(meta.get("labels")), _mapping(meta.get("annotations"))
         return cls(
             name=name,
-            namespace=_str(meta.get("namespace")),
+            namespace=_shared(meta.get("namespace")),
             uid=_str(meta.get("uid")),
             resource_version=_str(meta.get("resourceVersion")),
             job_uuid=_str(labels.get(JOB_UUID_LABEL)) or None,
-            phase=_str(status.get("phase")),
-            reason=_str(status.get("reason")),
+            phase=_shared(status.get("phase")),
+            reason=_shared(status.get("reason")),
             message=_str(status.get("message")),
             created_at=parse_time(meta.get("creationTimestamp")),
             started_at=parse_time(status.get("startTime")),
             deletion_timestamp=parse_time(meta.get("deletionTimestamp")),
-            node_name=_str(spec.get("nodeName")),
+            node_name=_shared(spec.get("nodeName")),
             conditions=tuple(_conditions(status.get("conditions"))),
             init_containers=_containers(
                 spec.get("initContainers"), status.get("initContainerStatuses"), True
@@ -176,6 +177,12 @@ def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _shared(value: object) -> str:
+    """``_str`` for values that repeat across pods (namespace, phase, container names, images,
+    reasons): one string object for all of them, not a copy per pod (10,000 tracked pods)."""
+    return sys.intern(value) if isinstance(value, str) else ""
+
+
 def _int(value: object) -> int | None:
     # bool is an int subclass in Python; a JSON true is not an exit code.
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -188,9 +195,9 @@ def _items(value: object) -> list[Mapping[str, Any]]:
 def _conditions(raw: object) -> list[PodCondition]:
     return [
         PodCondition(
-            type=_str(item.get("type")),
-            status=_str(item.get("status")),
-            reason=_str(item.get("reason")),
+            type=_shared(item.get("type")),
+            status=_shared(item.get("status")),
+            reason=_shared(item.get("reason")),
             message=_str(item.get("message")),
             last_transition_at=parse_time(item.get("lastTransitionTime")),
         )
@@ -204,11 +211,11 @@ def _containers(specs: object, statuses: object, is_init: bool) -> tuple[Contain
 
     Status-only entries exist when the shell strips the spec before caching, as informers often do.
     """
-    by_name = {_str(s.get("name")): s for s in _items(statuses) if _str(s.get("name"))}
+    by_name = {_shared(s.get("name")): s for s in _items(statuses) if _str(s.get("name"))}
     views: list[ContainerView] = []
     seen: set[str] = set()
     for spec in _items(specs):
-        name = _str(spec.get("name"))
+        name = _shared(spec.get("name"))
         if name and name not in seen:
             seen.add(name)
             views.append(_container(name, spec, by_name.get(name, {}), is_init))
@@ -223,10 +230,10 @@ def _container(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], is
     return ContainerView(
         name=name,
         # The spec image is what the user wrote; the status may show a resolved digest instead.
-        image=_str(spec.get("image")) or _str(status.get("image")),
+        image=_shared(spec.get("image")) or _shared(status.get("image")),
         is_init=is_init,
         is_native_sidecar=is_init and spec.get("restartPolicy") == "Always",
-        waiting_reason=_str(waiting.get("reason")),
+        waiting_reason=_shared(waiting.get("reason")),
         waiting_message=_str(waiting.get("message")),
         terminated=_terminated(terminated) if isinstance(terminated, Mapping) else None,
         is_running=isinstance(state.get("running"), Mapping),
@@ -238,7 +245,7 @@ def _container(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], is
 def _terminated(raw: Mapping[str, Any]) -> Terminated:
     return Terminated(
         exit_code=_int(raw.get("exitCode")),
-        reason=_str(raw.get("reason")),
+        reason=_shared(raw.get("reason")),
         signal=_int(raw.get("signal")),
         message=_str(raw.get("message")),
         finished_at=parse_time(raw.get("finishedAt")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -226,3 +227,22 @@ def test_random_documents_either_parse_or_raise_value_error(raw: dict[str, Any])
     except ValueError:
         return
     assert isinstance(view.name, str) and view.name
+
+
+def test_values_that_repeat_across_pods_are_one_object_for_all_pods() -> None:
+    """10,000 tracked pods hold one copy of each namespace, image and container name, not 10,000: each
+    view is built from its own freshly parsed watch event, so equal strings are distinct objects."""
+    containers = {
+        "init": [Ctr("copy-agent", "agent:1", running())],
+        "main": [Ctr("agent", "agent:1", running())],
+    }
+    raws = [orjson.loads(orjson.dumps(pod(phase="Running", **containers))) for _ in range(2)]  # type: ignore[arg-type]
+    assert raws[0]["metadata"]["namespace"] is not raws[1]["metadata"]["namespace"]
+    first, second = (PodView.from_raw(raw) for raw in raws)
+    assert first.namespace is second.namespace
+    assert first.phase is second.phase
+    assert first.node_name is second.node_name
+    for one, other in zip(first.all_containers, second.all_containers, strict=True):
+        assert one.name is other.name
+        assert one.image is other.image
+    assert first.uid == second.uid  # unique per pod in a cluster: compared, never shared on purpose
