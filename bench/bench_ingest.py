@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,10 @@ def measure(
     args: argparse.Namespace,
     workdir: Path,
     name: str,
+    *,
+    report: Callable[[str, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One server under wrk; ``report(url, requests)`` adds figures read from it before it stops."""
     server_pin, other_pin = cpus()
     log = (workdir / f"{name}.log").open("ab")
     process = subprocess.Popen(
@@ -198,8 +202,8 @@ def measure(
         result["server_cpu_ms_per_2xx"] = round(
             cpu * 1000 / max(1, result["requests"] - result["non_2xx"]), 3
         )
-        if name == "controller":
-            result |= confirm_figures(url, result["requests"])
+        if report is not None:
+            result |= report(url, result["requests"])
     finally:
         terminate(process)
     return result
@@ -218,7 +222,8 @@ def run_controller(
         max_in_flight="0",
     ) | {"POD_NAME": "bench-ingest"}
     command = [sys.executable, "-m", "app.cli", "serve"]
-    return measure(command, env, f"http://127.0.0.1:{port}", "/readyz", script, args, workdir, "controller")
+    url = f"http://127.0.0.1:{port}"
+    return measure(command, env, url, "/readyz", script, args, workdir, "controller", report=confirm_figures)
 
 
 def run_bare(script: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

@@ -172,7 +172,8 @@ class GraphQLClient:
         what = f"GraphQL {document.operation_name}"
         started = time.perf_counter()
         try:
-            content = orjson.dumps(document.body())  # a confirm of 100 jobs is ~30 KB: not stdlib json
+            # A confirm of 100 jobs is ~11 KB: 2 µs in orjson, 44 µs in stdlib json.
+            content = orjson.dumps(document.body())
             response = await self._http.post(self._url, content=content, headers=self._headers)
         except httpx.TransportError as exc:
             raise transport_retry(exc, what=what) from exc
