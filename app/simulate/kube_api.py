@@ -135,8 +135,7 @@ class FakeKubeAPI(Started):
         # turn leaves the socket for the garbage collector, which warns in whichever test runs then.
         for connection in list(server.server_state.connections):
             connection.transport.close()
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # that turn: the close callbacks were queued before this wakeup
         for listener in server.servers:
             await listener.wait_closed()
 
